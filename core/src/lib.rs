@@ -1,0 +1,22 @@
+//! smartmeter's shared core: the one home of the domain.
+//!
+//! - [`device`]: device identity.
+//! - [`telemetry`]: the seed MQTT payload, its validation, the validated `Reading`
+//!   and dead letters.
+//! - [`energy`]: the meter counter's arithmetic: counter steps (resets, rollovers,
+//!   jitter, quarantine) and their split into local hours and days.
+//! - [`event`]: the CloudEvents envelope and deterministic event ids.
+//! - [`topics`]: Kafka topic names and partition counts.
+//! - `service` (feature `service`): runtime plumbing shared by the binaries.
+
+pub mod device;
+pub mod energy;
+pub mod event;
+pub mod telemetry;
+pub mod topics;
+
+#[cfg(feature = "service")]
+pub mod service;
+
+pub use device::DeviceId;
+pub use telemetry::Reading;

@@ -1,0 +1,78 @@
+//! PostgreSQL pool and the versioned migrations in `core/migrations/`.
+//!
+//! Every service that uses the database calls [`migrate`] at start: it applies what is
+//! missing under an advisory lock (so services racing at start apply each file once)
+//! and fails if the database is newer than this binary knows.
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use tokio_postgres::NoTls;
+
+/// (version, name, SQL), in order. Applied files are never edited; add a new one.
+pub const MIGRATIONS: &[(i32, &str, &str)] = &[
+    (1, "pipeline", include_str!("../../migrations/0001_pipeline.sql")),
+];
+
+pub const SCHEMA_VERSION: i32 = MIGRATIONS[MIGRATIONS.len() - 1].0;
+
+/// Arbitrary constant shared by every smartmeter service for the migration lock.
+const MIGRATION_LOCK_KEY: i64 = 0x736d_6d74_7200;
+
+pub fn pool(database_url: &str, max_size: usize) -> anyhow::Result<Pool> {
+    let config: tokio_postgres::Config = database_url.parse().context("parse database URL")?;
+    let manager = Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+    Pool::builder(manager)
+        .max_size(max_size)
+        .wait_timeout(Some(Duration::from_secs(30)))
+        .create_timeout(Some(Duration::from_secs(5)))
+        .runtime(deadpool_postgres::Runtime::Tokio1)
+        .build()
+        .context("build PostgreSQL pool")
+}
+
+/// Applies missing migrations; returns the schema version now in force.
+pub async fn migrate(pool: &Pool) -> anyhow::Result<i32> {
+    let mut client = pool.get().await.context("connect to PostgreSQL")?;
+    client.execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK_KEY]).await?;
+    let result = apply_missing(&mut client).await;
+    client.execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK_KEY]).await?;
+    result
+}
+
+async fn apply_missing(client: &mut deadpool_postgres::Object) -> anyhow::Result<i32> {
+    client
+        .batch_execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (
+                 version    integer PRIMARY KEY,
+                 name       text NOT NULL,
+                 applied_at timestamptz NOT NULL DEFAULT now())",
+        )
+        .await?;
+    let applied: Option<i32> =
+        client.query_one("SELECT max(version) FROM schema_migrations", &[]).await?.get(0);
+    let applied = applied.unwrap_or(0);
+    anyhow::ensure!(
+        applied <= SCHEMA_VERSION,
+        "database schema is version {applied}, newer than this binary's {SCHEMA_VERSION}; upgrade the binary"
+    );
+    for (version, name, sql) in MIGRATIONS.iter().filter(|(v, _, _)| *v > applied) {
+        let tx = client.transaction().await?;
+        tx.batch_execute(sql).await.with_context(|| format!("apply migration {version} {name}"))?;
+        tx.execute("INSERT INTO schema_migrations (version, name) VALUES ($1, $2)", &[version, name])
+            .await?;
+        tx.commit().await?;
+        tracing::info!(version, name, "Applied migration.");
+    }
+    Ok(SCHEMA_VERSION)
+}
+
+/// Whether the TimescaleDB extension is installed in this database.
+pub async fn has_timescale(pool: &Pool) -> anyhow::Result<bool> {
+    let client = pool.get().await?;
+    let row = client
+        .query_one("SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'timescaledb')", &[])
+        .await?;
+    Ok(row.get(0))
+}
