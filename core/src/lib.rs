@@ -6,9 +6,12 @@
 //! - [`energy`]: the meter counter's arithmetic: counter steps (resets, rollovers,
 //!   jitter, quarantine) and their split into local hours and days.
 //! - [`event`]: the CloudEvents envelope and deterministic event ids.
+//! - [`billing`]: tariffs as validated, versioned documents and the pricing of a
+//!   billing period into invoice lines (pure `Decimal` arithmetic).
 //! - [`topics`]: Kafka topic names and partition counts.
 //! - `service` (feature `service`): runtime plumbing shared by the binaries.
 
+pub mod billing;
 pub mod device;
 pub mod energy;
 pub mod event;

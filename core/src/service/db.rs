@@ -13,6 +13,7 @@ use tokio_postgres::NoTls;
 /// (version, name, SQL), in order. Applied files are never edited; add a new one.
 pub const MIGRATIONS: &[(i32, &str, &str)] = &[
     (1, "pipeline", include_str!("../../migrations/0001_pipeline.sql")),
+    (2, "telemetry_rejects", include_str!("../../migrations/0002_telemetry_rejects.sql")),
 ];
 
 pub const SCHEMA_VERSION: i32 = MIGRATIONS[MIGRATIONS.len() - 1].0;

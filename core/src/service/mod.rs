@@ -9,3 +9,4 @@ pub mod logging;
 pub mod metrics;
 pub mod ops_http;
 pub mod shutdown;
+pub mod testkit;

@@ -1,0 +1,138 @@
+//! The Kafka side: a consumer-group member whose offsets live in PostgreSQL.
+//!
+//! On every partition assignment the consumer is positioned at the offsets stored in
+//! the database (in the same transactions as the data), never at Kafka's committed
+//! offsets, so a crash at any moment resumes exactly after the last committed batch.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use deadpool_postgres::Pool;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
+use rdkafka::error::KafkaResult;
+use rdkafka::types::RDKafkaRespErr;
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use tokio::runtime::Handle;
+
+use crate::store;
+
+/// Stored offset state of the partitions this member owns: `None` = never committed.
+pub type Positions = HashMap<i32, Option<i64>>;
+
+pub struct OffsetsFromDb {
+    pool: Pool,
+    group: String,
+    topic: String,
+    runtime: Handle,
+    positions: Mutex<Positions>,
+    /// Bumped on every assignment change; the batch loop drops state from before it.
+    generation: AtomicU64,
+}
+
+impl OffsetsFromDb {
+    pub fn new(pool: Pool, group: &str, topic: &str, runtime: Handle) -> Self {
+        Self {
+            pool,
+            group: group.to_owned(),
+            topic: topic.to_owned(),
+            runtime,
+            positions: Mutex::new(HashMap::new()),
+            generation: AtomicU64::new(0),
+        }
+    }
+
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::SeqCst)
+    }
+
+    pub fn positions(&self) -> Positions {
+        self.positions.lock().expect("positions lock").clone()
+    }
+
+    pub fn advance(&self, moves: &HashMap<i32, (Option<i64>, i64)>) {
+        let mut positions = self.positions.lock().expect("positions lock");
+        for (partition, (_, next)) in moves {
+            if let Some(position) = positions.get_mut(partition) {
+                *position = Some(*next);
+            }
+        }
+    }
+
+    /// Reads the stored offsets, retrying with back-off while the database is away:
+    /// consuming from anywhere else could count twice.
+    fn stored_offsets(&self, partitions: &[i32]) -> HashMap<i32, i64> {
+        let mut delay = Duration::from_millis(200);
+        loop {
+            let attempt = tokio::task::block_in_place(|| {
+                self.runtime.block_on(async {
+                    let client = self.pool.get().await.map_err(|e| e.to_string())?;
+                    store::load_offsets(&**client, &self.group, &self.topic, partitions)
+                        .await
+                        .map_err(|e| e.to_string())
+                })
+            });
+            match attempt {
+                Ok(offsets) => return offsets,
+                Err(error) => {
+                    tracing::warn!(%error, retry_in_ms = delay.as_millis() as u64, "Cannot read stored offsets; retrying.");
+                    std::thread::sleep(delay);
+                    delay = (delay * 2).min(Duration::from_secs(10));
+                }
+            }
+        }
+    }
+
+    /// Positions the consumer at the stored offsets of the partitions it owns (after a
+    /// fenced commit, when another member may have moved them).
+    pub fn resync(&self, consumer: &impl Consumer<Self>) -> KafkaResult<()> {
+        let partitions: Vec<i32> = self.positions().keys().copied().collect();
+        let stored = self.stored_offsets(&partitions);
+        let mut positions = self.positions.lock().expect("positions lock");
+        for partition in partitions {
+            let offset = stored.get(&partition).copied();
+            positions.insert(partition, offset);
+            consumer.seek(&self.topic, partition, offset.map_or(Offset::Beginning, Offset::Offset), Duration::from_secs(10))?;
+        }
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+impl ClientContext for OffsetsFromDb {}
+
+impl ConsumerContext for OffsetsFromDb {
+    fn rebalance(&self, consumer: &BaseConsumer<Self>, err: RDKafkaRespErr, tpl: &mut TopicPartitionList) {
+        match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                let partitions: Vec<i32> =
+                    tpl.elements_for_topic(&self.topic).iter().map(|e| e.partition()).collect();
+                let stored = self.stored_offsets(&partitions);
+                let mut positions = self.positions.lock().expect("positions lock");
+                positions.clear();
+                for &partition in &partitions {
+                    let offset = stored.get(&partition).copied();
+                    positions.insert(partition, offset);
+                    let position = offset.map_or(Offset::Beginning, Offset::Offset);
+                    if let Err(error) = tpl.set_partition_offset(&self.topic, partition, position) {
+                        tracing::error!(%error, partition, "Cannot set the partition's start offset.");
+                    }
+                }
+                tracing::info!(?positions, "Partitions assigned; resuming at stored offsets.");
+                if let Err(error) = consumer.assign(tpl) {
+                    tracing::error!(%error, "Assigning partitions failed.");
+                }
+            }
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                tracing::info!("Partitions revoked.");
+                self.positions.lock().expect("positions lock").clear();
+                if let Err(error) = consumer.unassign() {
+                    tracing::error!(%error, "Unassigning partitions failed.");
+                }
+            }
+            other => tracing::error!(error = ?other, "Rebalance failed."),
+        }
+        self.generation.fetch_add(1, Ordering::SeqCst);
+    }
+}

@@ -1,0 +1,94 @@
+//! Processor metrics. Labels are bounded; never a device id.
+
+use std::time::Duration;
+
+use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, Opts, Registry};
+
+use crate::rollup::DevicePlan;
+
+pub struct Metrics {
+    pub records_consumed: IntCounter,
+    pub records_skipped: IntCounter,
+    /// Readings by what became of them: stored, duplicate, conflict, too_late, rejected.
+    pub readings: IntCounterVec,
+    pub batch_failures: IntCounter,
+    pub batch_commit_seconds: Histogram,
+    pub batch_records: Histogram,
+}
+
+#[derive(Debug, Default)]
+pub struct BatchTotals {
+    pub stored: u64,
+    pub duplicates: u64,
+    pub conflicts: u64,
+    pub too_late: u64,
+    pub late: u64,
+    pub rejected: u64,
+}
+
+impl BatchTotals {
+    pub fn add(&mut self, plan: &DevicePlan) {
+        self.stored += (plan.inserts.len() + plan.replacements.len()) as u64;
+        self.late += plan.inserts.iter().filter(|(_, j)| j.late).count() as u64;
+        self.duplicates += plan.duplicates;
+        self.conflicts += plan.conflicts.len() as u64;
+        self.too_late += plan.too_late.len() as u64;
+    }
+}
+
+impl Metrics {
+    pub fn register(registry: &Registry) -> prometheus::Result<Self> {
+        let metrics = Self {
+            records_consumed: IntCounter::new(
+                "smartmeter_processor_records_consumed_total",
+                "Telemetry records taken off Kafka and committed.",
+            )?,
+            records_skipped: IntCounter::new(
+                "smartmeter_processor_records_skipped_total",
+                "Records dropped before processing because they precede the stored offset (already applied).",
+            )?,
+            readings: IntCounterVec::new(
+                Opts::new("smartmeter_processor_readings_total", "Readings by outcome."),
+                &["outcome"],
+            )?,
+            batch_failures: IntCounter::new(
+                "smartmeter_processor_batch_failures_total",
+                "Batches whose transaction failed and was retried.",
+            )?,
+            batch_commit_seconds: Histogram::with_opts(
+                HistogramOpts::new(
+                    "smartmeter_processor_batch_commit_seconds",
+                    "Time to plan, write and commit one batch.",
+                )
+                .buckets(vec![0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0]),
+            )?,
+            batch_records: Histogram::with_opts(
+                HistogramOpts::new("smartmeter_processor_batch_records", "Records per batch.")
+                    .buckets(prometheus::exponential_buckets(1.0, 4.0, 8)?),
+            )?,
+        };
+        registry.register(Box::new(metrics.records_consumed.clone()))?;
+        registry.register(Box::new(metrics.records_skipped.clone()))?;
+        registry.register(Box::new(metrics.readings.clone()))?;
+        registry.register(Box::new(metrics.batch_failures.clone()))?;
+        registry.register(Box::new(metrics.batch_commit_seconds.clone()))?;
+        registry.register(Box::new(metrics.batch_records.clone()))?;
+        Ok(metrics)
+    }
+
+    pub fn observe_batch(&self, records: usize, totals: &BatchTotals, elapsed: Duration) {
+        self.records_consumed.inc_by(records as u64);
+        self.batch_records.observe(records as f64);
+        self.batch_commit_seconds.observe(elapsed.as_secs_f64());
+        for (outcome, count) in [
+            ("stored", totals.stored),
+            ("late", totals.late),
+            ("duplicate", totals.duplicates),
+            ("conflict", totals.conflicts),
+            ("too_late", totals.too_late),
+            ("rejected", totals.rejected),
+        ] {
+            self.readings.with_label_values(&[outcome]).inc_by(count);
+        }
+    }
+}

@@ -1,0 +1,413 @@
+//! PostgreSQL writes of the processor. Everything a batch changes, including the
+//! consumed offsets, is written in the caller's one transaction.
+
+use std::collections::HashMap;
+
+use deadpool_postgres::Transaction;
+use jiff::civil::Date;
+use jiff::Timestamp;
+use smartmeter_core::energy::CounterReading;
+use tokio_postgres::GenericClient;
+
+use crate::rollup::{Arrived, DevicePlan, Judgement, Window};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error(transparent)]
+    Db(#[from] tokio_postgres::Error),
+    #[error("offsets of partition {partition} were moved by another consumer (expected {expected:?})")]
+    Fenced { partition: i32, expected: Option<i64> },
+}
+
+/// What the processor needs of a device row.
+#[derive(Debug, Clone)]
+pub struct DeviceRow {
+    pub time_zone: String,
+    pub newest_reading_at: Option<Timestamp>,
+}
+
+/// Stored next offsets of the partitions asked for; a partition never committed is absent.
+pub async fn load_offsets(
+    client: &impl GenericClient,
+    group: &str,
+    topic: &str,
+    partitions: &[i32],
+) -> Result<HashMap<i32, i64>, tokio_postgres::Error> {
+    let rows = client
+        .query(
+            "SELECT partition, next_offset FROM consumer_offsets
+             WHERE consumer_group = $1 AND topic = $2 AND partition = ANY($3)",
+            &[&group, &topic, &partitions],
+        )
+        .await?;
+    Ok(rows.iter().map(|row| (row.get(0), row.get(1))).collect())
+}
+
+/// Moves the stored offset of each partition from `expected` to `next`, refusing when
+/// another consumer moved it first (a fenced, stale owner after a rebalance).
+pub async fn store_offsets(
+    tx: &Transaction<'_>,
+    group: &str,
+    topic: &str,
+    moves: &HashMap<i32, (Option<i64>, i64)>,
+) -> Result<(), StoreError> {
+    for (&partition, &(expected, next)) in moves {
+        let changed = match expected {
+            Some(expected) => {
+                tx.execute(
+                    "UPDATE consumer_offsets SET next_offset = $5, updated_at = now()
+                     WHERE consumer_group = $1 AND topic = $2 AND partition = $3 AND next_offset = $4",
+                    &[&group, &topic, &partition, &expected, &next],
+                )
+                .await?
+            }
+            None => {
+                tx.execute(
+                    "INSERT INTO consumer_offsets (consumer_group, topic, partition, next_offset)
+                     VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+                    &[&group, &topic, &partition, &next],
+                )
+                .await?
+            }
+        };
+        if changed != 1 {
+            return Err(StoreError::Fenced { partition, expected });
+        }
+    }
+    Ok(())
+}
+
+/// Loads the batch's devices, registering unknown ones as `discovered` in the default zone.
+pub async fn load_devices(
+    tx: &Transaction<'_>,
+    device_ids: &[&str],
+    default_time_zone: &str,
+) -> Result<HashMap<String, DeviceRow>, tokio_postgres::Error> {
+    tx.execute(
+        "INSERT INTO devices (device_id, time_zone)
+         SELECT id, $2 FROM unnest($1::text[]) AS id
+         ON CONFLICT (device_id) DO NOTHING",
+        &[&device_ids, &default_time_zone],
+    )
+    .await?;
+    let rows = tx
+        .query(
+            "SELECT device_id, time_zone, newest_reading_at FROM devices WHERE device_id = ANY($1)",
+            &[&device_ids],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|row| (row.get(0), DeviceRow { time_zone: row.get(1), newest_reading_at: row.get(2) }))
+        .collect())
+}
+
+/// The stored sequence from the baseline before `earliest` to the newest reading.
+pub async fn load_window(
+    tx: &Transaction<'_>,
+    device_id: &str,
+    earliest: Timestamp,
+) -> Result<Window, tokio_postgres::Error> {
+    let baseline = tx
+        .query_opt(
+            "SELECT ts FROM readings
+             WHERE device_id = $1 AND ts < $2 AND NOT too_late AND counter_class <> 'jitter'
+             ORDER BY ts DESC LIMIT 1",
+            &[&device_id, &earliest],
+        )
+        .await?
+        .map(|row| row.get::<_, Timestamp>(0));
+    let rows = tx
+        .query(
+            "SELECT ts, counter_milli_wh FROM readings
+             WHERE device_id = $1 AND NOT too_late AND ($2::timestamptz IS NULL OR ts >= $2)
+             ORDER BY ts",
+            &[&device_id, &baseline],
+        )
+        .await?;
+    Ok(Window {
+        starts_at_first_reading: baseline.is_none(),
+        readings: rows
+            .iter()
+            .map(|row| CounterReading { at: row.get(0), counter_milli_wh: row.get(1) })
+            .collect(),
+    })
+}
+
+/// Writes one device's plan.
+pub async fn apply(tx: &Transaction<'_>, device_id: &str, plan: &DevicePlan) -> Result<(), tokio_postgres::Error> {
+    let mut fresh = ReadingRows::default();
+    for (arrived, judgement) in &plan.inserts {
+        fresh.push(arrived, Some(judgement));
+    }
+    for arrived in &plan.too_late {
+        fresh.push(arrived, None);
+    }
+    fresh.insert(tx, false).await?;
+
+    if !plan.replacements.is_empty() {
+        let replaced: Vec<Timestamp> = plan.replacements.iter().map(|(a, _)| a.counter.at).collect();
+        tx.execute(
+            "INSERT INTO reading_conflicts (device_id, ts, counter_milli_wh, payload, kafka_partition, kafka_offset)
+             SELECT device_id, ts, counter_milli_wh, to_jsonb(r), kafka_partition, kafka_offset
+             FROM readings r WHERE device_id = $1 AND ts = ANY($2)
+             ON CONFLICT DO NOTHING",
+            &[&device_id, &replaced],
+        )
+        .await?;
+        let mut replacing = ReadingRows::default();
+        for (arrived, judgement) in &plan.replacements {
+            replacing.push(arrived, Some(judgement));
+        }
+        replacing.insert(tx, true).await?;
+    }
+
+    if !plan.conflicts.is_empty() {
+        let ts: Vec<Timestamp> = plan.conflicts.iter().map(|a| a.counter.at).collect();
+        let counters: Vec<i64> = plan.conflicts.iter().map(|a| a.counter.counter_milli_wh).collect();
+        let payloads: Vec<serde_json::Value> =
+            plan.conflicts.iter().map(|a| serde_json::to_value(&a.reading).expect("reading serializes")).collect();
+        let partitions: Vec<i32> = plan.conflicts.iter().map(|a| a.partition).collect();
+        let offsets: Vec<i64> = plan.conflicts.iter().map(|a| a.offset).collect();
+        tx.execute(
+            "INSERT INTO reading_conflicts (device_id, ts, counter_milli_wh, payload, kafka_partition, kafka_offset)
+             SELECT $1, * FROM unnest($2::timestamptz[], $3::bigint[], $4::jsonb[], $5::int[], $6::bigint[])
+             ON CONFLICT DO NOTHING",
+            &[&device_id, &ts, &counters, &payloads, &partitions, &offsets],
+        )
+        .await?;
+    }
+
+    if !plan.rejudged.is_empty() {
+        let ts: Vec<Timestamp> = plan.rejudged.iter().map(|(at, _)| *at).collect();
+        let classes: Vec<&str> = plan.rejudged.iter().map(|(_, j)| j.kind.as_str()).collect();
+        let counted: Vec<i64> = plan.rejudged.iter().map(|(_, j)| j.counted_milli_wh).collect();
+        tx.execute(
+            "UPDATE readings r SET counter_class = u.class, counted_milli_wh = u.counted
+             FROM unnest($2::timestamptz[], $3::text[], $4::bigint[]) AS u(ts, class, counted)
+             WHERE r.device_id = $1 AND r.ts = u.ts",
+            &[&device_id, &ts, &classes, &counted],
+        )
+        .await?;
+    }
+
+    write_counter_events(tx, device_id, plan).await?;
+    write_energy(tx, device_id, plan).await?;
+    update_device(tx, device_id, plan).await?;
+    Ok(())
+}
+
+async fn write_counter_events(tx: &Transaction<'_>, device_id: &str, plan: &DevicePlan) -> Result<(), tokio_postgres::Error> {
+    if plan.inserts.is_empty() && plan.replacements.is_empty() {
+        return Ok(());
+    }
+    tx.execute(
+        "DELETE FROM counter_events WHERE device_id = $1 AND ($2::timestamptz IS NULL OR ts > $2)",
+        &[&device_id, &plan.events_after],
+    )
+    .await?;
+    if plan.events.is_empty() {
+        return Ok(());
+    }
+    let ts: Vec<Timestamp> = plan.events.iter().map(|s| s.reading.at).collect();
+    let kinds: Vec<&str> = plan.events.iter().map(|s| s.kind.as_str()).collect();
+    let previous_ts: Vec<Timestamp> = plan.events.iter().map(|s| s.baseline.at).collect();
+    let previous: Vec<i64> = plan.events.iter().map(|s| s.baseline.counter_milli_wh).collect();
+    let current: Vec<i64> = plan.events.iter().map(|s| s.reading.counter_milli_wh).collect();
+    let counted: Vec<i64> = plan.events.iter().map(|s| s.counted_milli_wh).collect();
+    let quarantined: Vec<i64> = plan.events.iter().map(|s| s.quarantined_milli_wh).collect();
+    tx.execute(
+        "INSERT INTO counter_events (device_id, ts, kind, previous_ts, previous_milli_wh,
+                                     current_milli_wh, counted_milli_wh, quarantined_milli_wh)
+         SELECT $1, * FROM unnest($2::timestamptz[], $3::text[], $4::timestamptz[], $5::bigint[],
+                                  $6::bigint[], $7::bigint[], $8::bigint[])",
+        &[&device_id, &ts, &kinds, &previous_ts, &previous, &current, &counted, &quarantined],
+    )
+    .await?;
+    Ok(())
+}
+
+async fn write_energy(tx: &Transaction<'_>, device_id: &str, plan: &DevicePlan) -> Result<(), tokio_postgres::Error> {
+    if !plan.hourly.is_empty() {
+        let starts: Vec<Timestamp> = plan.hourly.keys().map(|b| b.start).collect();
+        let ends: Vec<Timestamp> = plan.hourly.keys().map(|b| b.end).collect();
+        let dates: Vec<Date> = plan.hourly.keys().map(|b| b.local_date).collect();
+        let hours: Vec<i16> = plan.hourly.keys().map(|b| i16::from(b.local_hour)).collect();
+        let offsets: Vec<i32> = plan.hourly.keys().map(|b| b.utc_offset_seconds).collect();
+        let energy: Vec<i64> = plan.hourly.values().copied().collect();
+        tx.execute(
+            "INSERT INTO energy_hourly AS h (device_id, bucket_start, bucket_end, local_date, local_hour,
+                                             utc_offset_seconds, energy_milli_wh)
+             SELECT $1, * FROM unnest($2::timestamptz[], $3::timestamptz[], $4::date[], $5::smallint[],
+                                      $6::int[], $7::bigint[])
+             ON CONFLICT (device_id, bucket_start)
+             DO UPDATE SET energy_milli_wh = h.energy_milli_wh + EXCLUDED.energy_milli_wh",
+            &[&device_id, &starts, &ends, &dates, &hours, &offsets, &energy],
+        )
+        .await?;
+        // A bucket that a re-split brought back to zero leaves no row, so the tables do
+        // not depend on the order the readings arrived in.
+        tx.execute(
+            "DELETE FROM energy_hourly WHERE device_id = $1 AND bucket_start = ANY($2) AND energy_milli_wh = 0",
+            &[&device_id, &starts],
+        )
+        .await?;
+    }
+    if !plan.daily.is_empty() {
+        let dates: Vec<Date> = plan.daily.keys().copied().collect();
+        let energy: Vec<i64> = plan.daily.values().copied().collect();
+        tx.execute(
+            "INSERT INTO energy_daily AS d (device_id, local_date, energy_milli_wh)
+             SELECT $1, * FROM unnest($2::date[], $3::bigint[])
+             ON CONFLICT (device_id, local_date)
+             DO UPDATE SET energy_milli_wh = d.energy_milli_wh + EXCLUDED.energy_milli_wh",
+            &[&device_id, &dates, &energy],
+        )
+        .await?;
+        tx.execute(
+            "DELETE FROM energy_daily WHERE device_id = $1 AND local_date = ANY($2) AND energy_milli_wh = 0",
+            &[&device_id, &dates],
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+async fn update_device(tx: &Transaction<'_>, device_id: &str, plan: &DevicePlan) -> Result<(), tokio_postgres::Error> {
+    let arrivals = plan
+        .inserts
+        .iter()
+        .chain(&plan.replacements)
+        .map(|(a, _)| a)
+        .chain(&plan.too_late)
+        .chain(&plan.conflicts);
+    let mut last_seen: Option<Timestamp> = None;
+    let mut first_seen: Option<Timestamp> = None;
+    let mut newest_with_fw: Option<(Timestamp, &str)> = None;
+    for arrived in arrivals {
+        let reading = &arrived.reading;
+        last_seen = last_seen.max(Some(reading.received_at));
+        first_seen = Some(first_seen.map_or(reading.received_at, |f| f.min(reading.received_at)));
+        if let Some(fw) = reading.fw.as_deref() {
+            if newest_with_fw.is_none_or(|(at, _)| reading.timestamp > at) {
+                newest_with_fw = Some((reading.timestamp, fw));
+            }
+        }
+    }
+    let stored = (plan.inserts.len() + plan.too_late.len()) as i64;
+    let duplicates = plan.duplicates as i64;
+    let firmware = newest_with_fw.map(|(_, fw)| fw);
+    tx.execute(
+        "UPDATE devices SET
+             newest_reading_at = greatest(newest_reading_at, $2),
+             last_seen_at      = greatest(last_seen_at, $3),
+             first_seen_at     = coalesce(first_seen_at, $4),
+             firmware_version  = coalesce($5, firmware_version),
+             readings_total    = readings_total + $6,
+             duplicates_total  = duplicates_total + $7,
+             updated_at        = now()
+         WHERE device_id = $1",
+        &[&device_id, &plan.newest_reading_at, &last_seen, &first_seen, &firmware, &stored, &duplicates],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Readings as columns, for one multi-row `INSERT ... SELECT FROM unnest(...)`.
+#[derive(Default)]
+struct ReadingRows {
+    device_id: Vec<String>,
+    ts: Vec<Timestamp>,
+    meter_ts: Vec<Timestamp>,
+    received_at: Vec<Timestamp>,
+    voltage: Vec<f64>,
+    current: Vec<f64>,
+    power_w: Vec<f64>,
+    energy_kwh: Vec<f64>,
+    counter: Vec<i64>,
+    power_factor: Vec<f64>,
+    frequency_hz: Vec<Option<f64>>,
+    rssi: Vec<Option<i32>>,
+    seq: Vec<Option<i64>>,
+    boot_id: Vec<Option<String>>,
+    fw: Vec<Option<String>>,
+    clock_unsynced: Vec<bool>,
+    late: Vec<bool>,
+    too_late: Vec<bool>,
+    class: Vec<&'static str>,
+    counted: Vec<i64>,
+    partition: Vec<i32>,
+    offset: Vec<i64>,
+}
+
+impl ReadingRows {
+    /// `judgement` is `None` for a reading past the allowed lateness.
+    fn push(&mut self, arrived: &Arrived, judgement: Option<&Judgement>) {
+        let r = &arrived.reading;
+        self.device_id.push(r.device_id.to_string());
+        self.ts.push(r.timestamp);
+        self.meter_ts.push(r.meter_timestamp);
+        self.received_at.push(r.received_at);
+        self.voltage.push(r.voltage);
+        self.current.push(r.current);
+        self.power_w.push(r.power_w);
+        self.energy_kwh.push(r.energy_kwh);
+        self.counter.push(arrived.counter.counter_milli_wh);
+        self.power_factor.push(r.power_factor);
+        self.frequency_hz.push(r.frequency_hz);
+        self.rssi.push(r.rssi);
+        self.seq.push(r.seq.map(|s| s as i64));
+        self.boot_id.push(r.boot_id.clone());
+        self.fw.push(r.fw.clone());
+        self.clock_unsynced.push(r.clock_unsynced);
+        self.late.push(judgement.is_some_and(|j| j.late));
+        self.too_late.push(judgement.is_none());
+        self.class.push(judgement.map_or("too_late", |j| j.kind.as_str()));
+        self.counted.push(judgement.map_or(0, |j| j.counted_milli_wh));
+        self.partition.push(arrived.partition);
+        self.offset.push(arrived.offset);
+    }
+
+    async fn insert(&self, tx: &Transaction<'_>, replace: bool) -> Result<u64, tokio_postgres::Error> {
+        if self.ts.is_empty() {
+            return Ok(0);
+        }
+        let on_conflict = if replace {
+            "ON CONFLICT (device_id, ts) DO UPDATE SET
+                 meter_ts = EXCLUDED.meter_ts, received_at = EXCLUDED.received_at,
+                 voltage_v = EXCLUDED.voltage_v, current_a = EXCLUDED.current_a,
+                 power_w = EXCLUDED.power_w, energy_kwh = EXCLUDED.energy_kwh,
+                 counter_milli_wh = EXCLUDED.counter_milli_wh, power_factor = EXCLUDED.power_factor,
+                 frequency_hz = EXCLUDED.frequency_hz, rssi = EXCLUDED.rssi, seq = EXCLUDED.seq,
+                 boot_id = EXCLUDED.boot_id, fw = EXCLUDED.fw, clock_unsynced = EXCLUDED.clock_unsynced,
+                 late = EXCLUDED.late, too_late = EXCLUDED.too_late, counter_class = EXCLUDED.counter_class,
+                 counted_milli_wh = EXCLUDED.counted_milli_wh, kafka_partition = EXCLUDED.kafka_partition,
+                 kafka_offset = EXCLUDED.kafka_offset"
+        } else {
+            "ON CONFLICT (device_id, ts) DO NOTHING"
+        };
+        let sql = format!(
+            "INSERT INTO readings (device_id, ts, meter_ts, received_at, voltage_v, current_a, power_w,
+                                   energy_kwh, counter_milli_wh, power_factor, frequency_hz, rssi, seq,
+                                   boot_id, fw, clock_unsynced, late, too_late, counter_class,
+                                   counted_milli_wh, kafka_partition, kafka_offset)
+             SELECT * FROM unnest($1::text[], $2::timestamptz[], $3::timestamptz[], $4::timestamptz[],
+                                  $5::float8[], $6::float8[], $7::float8[], $8::float8[], $9::bigint[],
+                                  $10::float8[], $11::float8[], $12::int[], $13::bigint[], $14::text[],
+                                  $15::text[], $16::bool[], $17::bool[], $18::bool[], $19::text[],
+                                  $20::bigint[], $21::int[], $22::bigint[])
+             {on_conflict}"
+        );
+        tx.execute(
+            &sql,
+            &[
+                &self.device_id, &self.ts, &self.meter_ts, &self.received_at, &self.voltage,
+                &self.current, &self.power_w, &self.energy_kwh, &self.counter, &self.power_factor,
+                &self.frequency_hz, &self.rssi, &self.seq, &self.boot_id, &self.fw,
+                &self.clock_unsynced, &self.late, &self.too_late, &self.class, &self.counted,
+                &self.partition, &self.offset,
+            ],
+        )
+        .await
+    }
+}
