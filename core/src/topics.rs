@@ -1,5 +1,6 @@
 //! Kafka topics of DESIGN, with the partition counts and retention they are created
-//! with. `infra/topics.txt` lists the same; a test keeps the two equal.
+//! with. `infra/kafka/topics.txt` (read by `infra/up.sh`) lists the same; a test
+//! keeps the two equal.
 
 /// A topic with the partition count it is created with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,3 +23,25 @@ pub const BILLING_PERIODS: Topic = Topic { name: "smartmeter.billing-periods.v1"
 pub const INVOICES: Topic = Topic { name: "smartmeter.invoices.v1", partitions: 3, retention_ms: FOREVER };
 
 pub const ALL: [Topic; 6] = [TELEMETRY, TELEMETRY_DLQ, DEVICE_EVENTS, TARIFF_EVENTS, BILLING_PERIODS, INVOICES];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn infra_topic_list_matches() {
+        let text = include_str!("../../infra/kafka/topics.txt");
+        let listed: Vec<(String, i32, i64)> = text
+            .lines()
+            .map(str::trim)
+            .filter(|line| !line.is_empty() && !line.starts_with('#'))
+            .map(|line| {
+                let fields: Vec<&str> = line.split_whitespace().collect();
+                (fields[0].to_owned(), fields[1].parse().unwrap(), fields[2].parse().unwrap())
+            })
+            .collect();
+        let defined: Vec<(String, i32, i64)> =
+            ALL.iter().map(|t| (t.name.to_owned(), t.partitions, t.retention_ms)).collect();
+        assert_eq!(listed, defined);
+    }
+}

@@ -47,7 +47,8 @@ fn optional_decimal(value: &Value) -> Option<Decimal> {
 
 /// "17.06.2015" → 2015-06-17.
 fn dotted_date(text: &str) -> Date {
-    let parts: Vec<i16> = text.trim().split('.').map(|part| part.parse().expect("a dd.mm.yyyy date")).collect();
+    let parts: Vec<i16> =
+        text.trim().split('.').map(|part| part.parse().expect("a dd.mm.yyyy date")).collect();
     civil::date(parts[2], parts[1] as i8, parts[0] as i8)
 }
 
@@ -106,7 +107,8 @@ fn prepare(tariff_id: &str, history: &TariffHistory, input: &BTreeMap<String, Va
                 last_day = first_day.checked_add(jiff::Span::new().days(days - 1)).unwrap();
             }
             "slab_factor" => {
-                (first_day, last_day) = published_period_with_factor(tariff_id, value.as_str().expect("a string"));
+                (first_day, last_day) =
+                    published_period_with_factor(tariff_id, value.as_str().expect("a string"));
                 price_with_first_version = true;
             }
             "daily" => {
@@ -114,7 +116,10 @@ fn prepare(tariff_id: &str, history: &TariffHistory, input: &BTreeMap<String, Va
                 // splits it correctly at a tariff change (the tariff has no time-of-use).
                 for day in value.as_array().expect("a list of [date, kWh]") {
                     let date: Date = day[0].as_str().expect("a date").parse().expect("an ISO date");
-                    hourly_energy.push(HourlyEnergy { hour_start: date.to_datetime(civil::Time::midnight()), energy_kwh: decimal(&day[1]) });
+                    hourly_energy.push(HourlyEnergy {
+                        hour_start: date.to_datetime(civil::Time::midnight()),
+                        energy_kwh: decimal(&day[1]),
+                    });
                 }
                 first_day = hourly_energy.first().expect("days").hour_start.date();
                 last_day = hourly_energy.last().expect("days").hour_start.date();
@@ -147,7 +152,10 @@ fn compare(case: &Value, invoice: &Invoice) -> Vec<String> {
     }
     for (index, (want, got)) in expected.iter().zip(&invoice.lines).enumerate() {
         let mut differs = |what: &str, want: String, got: String| {
-            problems.push(format!("line {index} ({:?}) {what}: got {got}, expected {want}", got_name(invoice, index)));
+            problems.push(format!(
+                "line {index} ({:?}) {what}: got {got}, expected {want}",
+                got_name(invoice, index)
+            ));
         };
         if want["name"] != got.name.as_str() {
             differs("name", want["name"].to_string(), format!("{:?}", got.name));
@@ -184,7 +192,8 @@ fn compare(case: &Value, invoice: &Invoice) -> Vec<String> {
         for (field, value) in published {
             // "fixed_charge" names the line "fixed charge".
             let line_name = field.replace('_', " ");
-            let got = invoice.lines.iter().find(|line| line.name == line_name).map(|line| line.amount.to_string());
+            let got =
+                invoice.lines.iter().find(|line| line.name == line_name).map(|line| line.amount.to_string());
             if got.as_deref() != value.as_str() {
                 problems.push(format!("published {field}: got {got:?}, expected {value}"));
             }
@@ -231,13 +240,18 @@ fn every_shared_tariff_has_our_document() {
     let mut ids = Vec::new();
     for entry in std::fs::read_dir(shared_tariffs_dir()).expect("shared tariffs") {
         let path = entry.expect("entry").path();
-        if path.extension().is_some_and(|ext| ext == "json") && path.file_stem().is_some_and(|stem| stem != "cases") {
+        if path.extension().is_some_and(|ext| ext == "json")
+            && path.file_stem().is_some_and(|stem| stem != "cases")
+        {
             let tariff = read_json(&path);
             let id = tariff["id"].as_str().expect("id").to_owned();
             let history = our_tariff(&id);
             assert_eq!(history.tariff_id(), id);
             assert_eq!(history.versions()[0].currency().as_str(), tariff["currency"]);
-            assert_eq!(history.versions()[0].effective_from().to_string(), tariff["effective_from"].as_str().unwrap()[..10]);
+            assert_eq!(
+                history.versions()[0].effective_from().to_string(),
+                tariff["effective_from"].as_str().unwrap()[..10]
+            );
             ids.push(id);
         }
     }
@@ -275,12 +289,10 @@ fn tpddl_published_sample_factor_and_fixed_charge() {
     // "up to 2 kW"
     period.sanctioned_load_kw = Some(Decimal::TWO);
     // The stated days in use are the days of the period in each month.
-    let days_in_use: i64 = inputs["days_in_use"].as_object().unwrap().values().map(|days| days.as_i64().unwrap()).sum();
+    let days_in_use: i64 =
+        inputs["days_in_use"].as_object().unwrap().values().map(|days| days.as_i64().unwrap()).sum();
     assert_eq!(i64::from(period.days()), days_in_use);
-    assert_eq!(
-        decimal(&inputs["current_reading"]) - decimal(&inputs["previous_reading"]),
-        period.energy_kwh
-    );
+    assert_eq!(decimal(&inputs["current_reading"]) - decimal(&inputs["previous_reading"]), period.energy_kwh);
 
     let invoice = price(&history.versions()[0], &period).expect("priced");
     assert_eq!(invoice.parts[0].months, decimal(&example["published"]["slab_factor"]));
@@ -310,7 +322,11 @@ fn kseb_published_approximate_bills() {
             match known_disagreements.iter().find(|(known, _)| *known == kwh) {
                 Some((_, ours)) => {
                     assert_eq!(total.to_string(), *ours, "{kwh} kWh");
-                    assert_ne!(total.round(), published, "{kwh} kWh now agrees with the press: update the notes");
+                    assert_ne!(
+                        total.round(),
+                        published,
+                        "{kwh} kWh now agrees with the press: update the notes"
+                    );
                 }
                 // Approximate = rounded to the rupee, half up (387.50 → 388).
                 None => assert_eq!(

@@ -5,7 +5,7 @@ use jiff::civil;
 use rust_decimal::{Decimal, RoundingStrategy};
 use serde::{Deserialize, Serialize};
 
-use super::tariff::{Phase, PeriodMonths};
+use super::tariff::{PeriodMonths, Phase};
 
 /// Energy used in one local hour.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -122,7 +122,8 @@ fn calendar_month_fractions(part: Part, round_dp: Option<u32>) -> Decimal {
         if month_end >= part.last_day {
             return months;
         }
-        month_start = month_end.last_of_month().tomorrow().expect("a billing date is far from the end of time");
+        month_start =
+            month_end.last_of_month().tomorrow().expect("a billing date is far from the end of time");
     }
 }
 
@@ -165,7 +166,9 @@ mod tests {
             normal_days: DayRange { min: 25, max: 35 },
             round_dp: None,
         };
-        let days = |n: i64| part(date(2021, 1, 1), date(2021, 1, 1).checked_add(jiff::Span::new().days(n - 1)).unwrap());
+        let days = |n: i64| {
+            part(date(2021, 1, 1), date(2021, 1, 1).checked_add(jiff::Span::new().days(n - 1)).unwrap())
+        };
         for n in [25, 30, 35] {
             assert_eq!(rule.months(days(n), days(n)), Decimal::ONE, "{n} days");
         }

@@ -44,19 +44,18 @@ pub struct RoundingStep {
 
 impl RoundingStep {
     /// 0.01, midpoint away from zero: the rule wherever a tariff publishes none.
-    pub const CENTS_HALF_UP: Self = Self {
-        increment: Decimal::from_parts(1, 0, 0, false, 2),
-        mode: RoundingMode::HalfUp,
-    };
+    pub const CENTS_HALF_UP: Self =
+        Self { increment: Decimal::from_parts(1, 0, 0, false, 2), mode: RoundingMode::HalfUp };
 
-    /// `value` rounded to a multiple of the increment, written with the increment's
-    /// scale (35 → "35.00" for 0.01), never as negative zero.
+    /// `value` rounded to a multiple of the increment, written with as many decimals as
+    /// the increment is written with (35 → "35.00" for "0.01", "3.20" for "0.10"),
+    /// never as negative zero.
     pub fn apply(&self, value: Decimal) -> Decimal {
+        let scale = self.increment.scale();
         let increment = self.increment.normalize();
-        let scale = increment.scale();
         let mut rounded = if increment.mantissa() == 1 {
             // A power of ten (0.01, 1): round at its decimal place directly.
-            value.round_dp_with_strategy(scale, self.mode.strategy())
+            value.round_dp_with_strategy(increment.scale(), self.mode.strategy())
         } else {
             (value / increment).round_dp_with_strategy(0, self.mode.strategy()) * increment
         };
@@ -144,6 +143,7 @@ mod tests {
         assert_eq!(step(dec!(0.05), RoundingMode::HalfUp).apply(dec!(2.324)).to_string(), "2.30");
         assert_eq!(step(dec!(1), RoundingMode::HalfUp).apply(dec!(387.5)).to_string(), "388");
         assert_eq!(step(dec!(10), RoundingMode::HalfUp).apply(dec!(385)).to_string(), "390");
-        assert_eq!(step(dec!(0.010), RoundingMode::HalfUp).apply(dec!(1.005)).to_string(), "1.01");
+        assert_eq!(step(dec!(0.010), RoundingMode::HalfUp).apply(dec!(1.005)).to_string(), "1.010");
+        assert_eq!(step(dec!(0.10), RoundingMode::HalfUp).apply(dec!(3.18)).to_string(), "3.20");
     }
 }

@@ -123,8 +123,9 @@ pub struct TariffDocument {
 }
 
 /// The month factor of a period: what per-month charges are multiplied by and what
-/// kWh slab and band limits are scaled by. A tariff change inside a period splits it;
-/// each part gets its share (see [`PeriodMonths::months`](crate::billing::period)).
+/// kWh slab and band limits are scaled by. When a tariff change splits a period, each
+/// part gets its share of the period's days, except under `calendar_month_fractions`,
+/// which measures each part by its own days.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "rule", rename_all = "snake_case", deny_unknown_fields)]
 pub enum PeriodMonths {

@@ -4,8 +4,8 @@
 use rust_decimal::Decimal;
 
 use super::tariff::{
-    Choice, Component, KwBand, KwSlab, KwhBand, MinimumCharge, PeriodMonths, SlabCharge,
-    Tariff, TariffDocument, TimeOfUseCharge,
+    Choice, Component, KwBand, KwSlab, KwhBand, MinimumCharge, PeriodMonths, SlabCharge, Tariff,
+    TariffDocument, TimeOfUseCharge,
 };
 
 /// Why a tariff document or history was refused.
@@ -79,8 +79,8 @@ pub(crate) fn validate(document: &mut TariffDocument) -> Result<(), TariffError>
     }
     validate_period_months(&document.period_months)?;
     let rounding = &document.rounding;
-    for increment in std::iter::once(rounding.line.increment)
-        .chain(rounding.total.as_ref().map(|total| total.increment))
+    for increment in
+        std::iter::once(rounding.line.increment).chain(rounding.total.as_ref().map(|total| total.increment))
     {
         if increment <= Decimal::ZERO {
             return Err(TariffError::InvalidRounding { increment });
@@ -375,7 +375,8 @@ pub(crate) fn validate_history(versions: &[Tariff]) -> Result<(), TariffError> {
                 other: next.tariff_id.clone(),
             });
         }
-        let inconsistent = |what| TariffError::InconsistentHistory { tariff_id: next.tariff_id.clone(), what };
+        let inconsistent =
+            |what| TariffError::InconsistentHistory { tariff_id: next.tariff_id.clone(), what };
         if next.currency != previous.currency {
             return Err(inconsistent("currency"));
         }
@@ -454,7 +455,10 @@ mod tests {
     #[test]
     fn unordered_or_overlapping_slabs_are_refused() {
         let error = refused(|doc| doc["components"][0]["slabs"][1]["up_to_kwh"] = json!("100"));
-        assert!(matches!(error, TariffError::OpenLimitNotLast { .. } | TariffError::LimitsNotAscending { .. }), "{error}");
+        assert!(
+            matches!(error, TariffError::OpenLimitNotLast { .. } | TariffError::LimitsNotAscending { .. }),
+            "{error}"
+        );
         let error = refused(|doc| {
             doc["components"][0]["slabs"] = json!([
                 {"name": "a", "up_to_kwh": "200", "rate": "3"},
@@ -462,7 +466,10 @@ mod tests {
                 {"name": "c", "up_to_kwh": null, "rate": "5"}]);
         });
         assert!(matches!(error, TariffError::LimitsNotAscending { .. }), "{error}");
-        assert_eq!(error.to_string(), "components[0].slabs: limits must be strictly ascending, without overlap: 100 follows 200");
+        assert_eq!(
+            error.to_string(),
+            "components[0].slabs: limits must be strictly ascending, without overlap: 100 follows 200"
+        );
         let error = refused(|doc| {
             doc["components"][0]["slabs"] = json!([
                 {"name": "a", "up_to_kwh": null, "rate": "3"},
@@ -480,7 +487,8 @@ mod tests {
         let error = refused(|doc| doc["components"][0]["slabs"][1]["rate"] = json!("-5"));
         assert!(matches!(error, TariffError::NegativeRate { .. }), "{error}");
         // Deep inside nested choices: the whole document is refused.
-        let error = refused(|doc| doc["components"][4]["bands"][0]["then"][0]["three"][0]["rate"] = json!("-1"));
+        let error =
+            refused(|doc| doc["components"][4]["bands"][0]["then"][0]["three"][0]["rate"] = json!("-1"));
         assert_eq!(
             error.to_string(),
             "components[4].bands[0].then[0].three[0]: negative rate -1 (write rebates and discounts with `credit: true`)"
@@ -492,7 +500,10 @@ mod tests {
     #[test]
     fn unknown_time_zone_and_bad_currency_are_refused() {
         let error = refused(|doc| doc["time_zone"] = json!("Asia/Calcutta_Nowhere"));
-        assert!(matches!(error, TariffError::UnknownTimeZone { ref name } if name == "Asia/Calcutta_Nowhere"), "{error}");
+        assert!(
+            matches!(error, TariffError::UnknownTimeZone { ref name } if name == "Asia/Calcutta_Nowhere"),
+            "{error}"
+        );
         let error = refused(|doc| doc["currency"] = json!("rupees"));
         assert!(matches!(error, TariffError::Json(_)), "{error}");
         assert!(error.to_string().contains("ISO 4217"), "{error}");
@@ -560,7 +571,8 @@ mod tests {
         let error = refused(|doc| doc["rounding"] = json!({"line": {"increment": "0"}}));
         assert!(matches!(error, TariffError::InvalidRounding { .. }), "{error}");
         let error = refused(|doc| {
-            doc["period_months"] = json!({"rule": "days_over_basis", "basis_days": 0, "normal_days": {"min": 25, "max": 35}})
+            doc["period_months"] =
+                json!({"rule": "days_over_basis", "basis_days": 0, "normal_days": {"min": 25, "max": 35}})
         });
         assert!(matches!(error, TariffError::InvalidPeriodMonths { .. }), "{error}");
     }
