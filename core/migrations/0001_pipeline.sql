@@ -131,12 +131,11 @@ CREATE TABLE outbox (
 );
 CREATE INDEX outbox_unpublished ON outbox (seq) WHERE published_at IS NULL;
 
--- TimescaleDB, when the server has it preloaded: readings become a hypertable.
+-- TimescaleDB, when the extension is installed in this database (infra/up.sh creates
+-- it as superuser where the server has it): readings become a hypertable.
 DO $$
 BEGIN
-    IF EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb')
-       AND current_setting('shared_preload_libraries') LIKE '%timescaledb%' THEN
-        CREATE EXTENSION IF NOT EXISTS timescaledb;
+    IF EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'timescaledb') THEN
         PERFORM create_hypertable('readings', 'ts',
                                   chunk_time_interval => interval '7 days',
                                   migrate_data => true);

@@ -28,6 +28,11 @@ pub fn kwh_to_milli_wh(kwh: f64) -> i64 {
     (kwh * MILLI_WH_PER_KWH as f64).round() as i64
 }
 
+/// Exact kWh of an integer milliwatt-hour amount (6 decimal places).
+pub fn milli_wh_to_kwh(milli_wh: i64) -> rust_decimal::Decimal {
+    rust_decimal::Decimal::new(milli_wh, 6)
+}
+
 /// The arithmetic's tunables; defaults are DESIGN's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Rules {
@@ -192,15 +197,25 @@ pub fn hour_bucket(at: Timestamp, tz: &TimeZone) -> HourBucket {
     let hour_floor = zoned.datetime().with().minute(0).second(0).subsec_nanosecond(0).build()
         .expect("whole hour of a valid datetime");
     let floor_at = offset.to_timestamp(hour_floor).expect("in range");
-    let start = match tz.preceding(at.checked_add(SignedDuration::from_nanos(1)).unwrap_or(at)).next() {
-        Some(transition) if transition.timestamp() > floor_at => transition.timestamp(),
-        _ => floor_at,
+    // Only transitions that change the offset cut an hour: TZif files also hold
+    // transitions that change nothing but the abbreviation or DST flag (Europe/London
+    // 1968, America/St_Johns 1945) and zic's marker at 2038-01-19T03:14:07Z
+    // (Asia/Kathmandu, Australia/Lord_Howe with tzdata 2025b), which would otherwise
+    // split a local hour into two buckets.
+    let changes_offset = |transition: &jiff::tz::TimeZoneTransition<'_>| {
+        tz.to_offset(transition.timestamp() - SignedDuration::from_nanos(1)) != transition.offset()
     };
+    let start = tz
+        .preceding(at.checked_add(SignedDuration::from_nanos(1)).unwrap_or(at))
+        .take_while(|transition| transition.timestamp() > floor_at)
+        .find(|transition| changes_offset(transition))
+        .map_or(floor_at, |transition| transition.timestamp());
     let hour_end = floor_at + SignedDuration::from_hours(1);
-    let end = match tz.following(at).next() {
-        Some(transition) if transition.timestamp() < hour_end => transition.timestamp(),
-        _ => hour_end,
-    };
+    let end = tz
+        .following(at)
+        .take_while(|transition| transition.timestamp() < hour_end)
+        .find(|transition| changes_offset(transition))
+        .map_or(hour_end, |transition| transition.timestamp());
     let start_local: Zoned = start.to_zoned(tz.clone());
     HourBucket {
         start,

@@ -1,7 +1,6 @@
 //! The stream processor: `smartmeter.telemetry.v1` → readings, energy per local hour
 //! and day, device state, exactly once.
 //!
-//! - [`consume`]: consumer-group member positioned at offsets stored in PostgreSQL.
 //! - [`rollup`]: what a batch changes for a device (counter arithmetic from core).
 //! - [`store`]: the SQL; one transaction per batch, offsets included.
 //! - [`metrics`]: what an operator watches.
@@ -10,7 +9,6 @@
 //! by device, plan each device, write everything plus the new offsets in one
 //! transaction, commit, then update the in-memory tails.
 
-pub mod consume;
 pub mod metrics;
 pub mod rollup;
 pub mod store;
@@ -30,9 +28,8 @@ use smartmeter_core::service::health::Health;
 use smartmeter_core::{topics, Reading};
 use tokio_util::sync::CancellationToken;
 
-use crate::consume::OffsetsFromDb;
+use smartmeter_core::service::offsets::{self, OffsetError, OffsetsFromDb};
 use crate::rollup::{Arrived, Window};
-use crate::store::StoreError;
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -80,7 +77,7 @@ pub async fn run(
     let metrics = metrics::Metrics::register(registry)?;
     TimeZone::get(&config.default_time_zone)
         .with_context(|| format!("default time zone {:?}", config.default_time_zone))?;
-    let pool = smartmeter_core::service::db::pool(&config.database_url, 4)?;
+    let pool = smartmeter_core::service::db::pool(&config.database_url, 4, "processor")?;
     wait_for_migrations(&pool, &health, &shutdown).await?;
 
     let context = OffsetsFromDb::new(pool.clone(), &config.group_id, &config.topic, tokio::runtime::Handle::current());
@@ -112,7 +109,7 @@ pub async fn run(
                     processor.health.up("postgres");
                     break;
                 }
-                Err(ProcessError::Store(StoreError::Fenced { partition, expected })) => {
+                Err(ProcessError::Offsets(OffsetError::Fenced { partition, expected })) => {
                     tracing::warn!(partition, ?expected, "Offsets moved by another member; re-reading them.");
                     processor.tails.clear();
                     consumer.context().resync(&consumer).context("seek to stored offsets")?;
@@ -204,7 +201,7 @@ async fn receive_batch(
 
 /// Keeps records of partitions this member owns, at or after their stored offset.
 /// Anything else is a leftover from before a rebalance or seek.
-fn admit(records: Vec<Record>, positions: &consume::Positions, metrics: &metrics::Metrics) -> Vec<Record> {
+fn admit(records: Vec<Record>, positions: &offsets::Positions, metrics: &metrics::Metrics) -> Vec<Record> {
     records
         .into_iter()
         .filter(|record| {
@@ -235,15 +232,11 @@ fn commit_to_kafka(consumer: &StreamConsumer<OffsetsFromDb>, topic: &str, moves:
 #[derive(Debug, thiserror::Error)]
 enum ProcessError {
     #[error(transparent)]
-    Store(#[from] StoreError),
+    Offsets(#[from] OffsetError),
+    #[error(transparent)]
+    Db(#[from] tokio_postgres::Error),
     #[error("database pool: {0}")]
     Pool(#[from] deadpool_postgres::PoolError),
-}
-
-impl From<tokio_postgres::Error> for ProcessError {
-    fn from(error: tokio_postgres::Error) -> Self {
-        ProcessError::Store(StoreError::Db(error))
-    }
 }
 
 struct Processor {
@@ -261,7 +254,7 @@ impl Processor {
     async fn process(
         &mut self,
         records: &[Record],
-        positions: &consume::Positions,
+        positions: &offsets::Positions,
     ) -> Result<HashMap<i32, (Option<i64>, i64)>, ProcessError> {
         let started = Instant::now();
         let mut moves: HashMap<i32, (Option<i64>, i64)> = HashMap::new();
@@ -325,7 +318,7 @@ impl Processor {
                 new_tails.push((device_id, plan.tail));
             }
         }
-        store::store_offsets(&tx, &self.config.group_id, &self.config.topic, &moves).await?;
+        offsets::store_offsets(&tx, &self.config.group_id, &self.config.topic, &moves).await?;
         tx.commit().await?;
 
         for (device_id, tail) in new_tails {

@@ -7,74 +7,14 @@ use deadpool_postgres::Transaction;
 use jiff::civil::Date;
 use jiff::Timestamp;
 use smartmeter_core::energy::CounterReading;
-use tokio_postgres::GenericClient;
 
 use crate::rollup::{Arrived, DevicePlan, Judgement, Window};
-
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error(transparent)]
-    Db(#[from] tokio_postgres::Error),
-    #[error("offsets of partition {partition} were moved by another consumer (expected {expected:?})")]
-    Fenced { partition: i32, expected: Option<i64> },
-}
 
 /// What the processor needs of a device row.
 #[derive(Debug, Clone)]
 pub struct DeviceRow {
     pub time_zone: String,
     pub newest_reading_at: Option<Timestamp>,
-}
-
-/// Stored next offsets of the partitions asked for; a partition never committed is absent.
-pub async fn load_offsets(
-    client: &impl GenericClient,
-    group: &str,
-    topic: &str,
-    partitions: &[i32],
-) -> Result<HashMap<i32, i64>, tokio_postgres::Error> {
-    let rows = client
-        .query(
-            "SELECT partition, next_offset FROM consumer_offsets
-             WHERE consumer_group = $1 AND topic = $2 AND partition = ANY($3)",
-            &[&group, &topic, &partitions],
-        )
-        .await?;
-    Ok(rows.iter().map(|row| (row.get(0), row.get(1))).collect())
-}
-
-/// Moves the stored offset of each partition from `expected` to `next`, refusing when
-/// another consumer moved it first (a fenced, stale owner after a rebalance).
-pub async fn store_offsets(
-    tx: &Transaction<'_>,
-    group: &str,
-    topic: &str,
-    moves: &HashMap<i32, (Option<i64>, i64)>,
-) -> Result<(), StoreError> {
-    for (&partition, &(expected, next)) in moves {
-        let changed = match expected {
-            Some(expected) => {
-                tx.execute(
-                    "UPDATE consumer_offsets SET next_offset = $5, updated_at = now()
-                     WHERE consumer_group = $1 AND topic = $2 AND partition = $3 AND next_offset = $4",
-                    &[&group, &topic, &partition, &expected, &next],
-                )
-                .await?
-            }
-            None => {
-                tx.execute(
-                    "INSERT INTO consumer_offsets (consumer_group, topic, partition, next_offset)
-                     VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
-                    &[&group, &topic, &partition, &next],
-                )
-                .await?
-            }
-        };
-        if changed != 1 {
-            return Err(StoreError::Fenced { partition, expected });
-        }
-    }
-    Ok(())
 }
 
 /// Loads the batch's devices, registering unknown ones as `discovered` in the default zone.

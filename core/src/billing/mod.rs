@@ -9,10 +9,12 @@
 //!   tariff changes; [`PricingError`].
 //! - [`invoice`]: the result: [`Invoice`] lines and total.
 //! - [`rounding`]: the tariff's rounding rule.
+//! - [`events`]: billing periods as published by the processor ([`events::PeriodEvent`]).
 //!
 //! The tariffs shipped with the project are in `core/tariffs/<tariff_id>.json`, one
 //! JSON array of versions each.
 
+pub mod events;
 pub mod invoice;
 pub mod period;
 pub mod price;

@@ -21,8 +21,12 @@ pub const SCHEMA_VERSION: i32 = MIGRATIONS[MIGRATIONS.len() - 1].0;
 /// Arbitrary constant shared by every smartmeter service for the migration lock.
 const MIGRATION_LOCK_KEY: i64 = 0x736d_6d74_7200;
 
-pub fn pool(database_url: &str, max_size: usize) -> anyhow::Result<Pool> {
-    let config: tokio_postgres::Config = database_url.parse().context("parse database URL")?;
+/// A pool whose connections name `service` in `pg_stat_activity`.
+pub fn pool(database_url: &str, max_size: usize, service: &str) -> anyhow::Result<Pool> {
+    let mut config: tokio_postgres::Config = database_url.parse().context("parse database URL")?;
+    if config.get_application_name().is_none() {
+        config.application_name(service);
+    }
     let manager = Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
     Pool::builder(manager)
         .max_size(max_size)

@@ -7,6 +7,7 @@ pub mod health;
 pub mod kafka;
 pub mod logging;
 pub mod metrics;
+pub mod offsets;
 pub mod ops_http;
 pub mod shutdown;
 pub mod testkit;

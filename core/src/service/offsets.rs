@@ -1,22 +1,33 @@
-//! The Kafka side: a consumer-group member whose offsets live in PostgreSQL.
+//! Kafka consumer-group members whose offsets live in PostgreSQL (table
+//! `consumer_offsets`), written in the same transaction as the data they produced.
 //!
 //! On every partition assignment the consumer is positioned at the offsets stored in
-//! the database (in the same transactions as the data), never at Kafka's committed
-//! offsets, so a crash at any moment resumes exactly after the last committed batch.
+//! the database, never at Kafka's committed offsets, so a crash at any moment resumes
+//! exactly after the last committed batch. [`store_offsets`] moves an offset only from
+//! the value this member read, so a member that lost its partitions in a rebalance
+//! cannot commit over the new owner (it is fenced and must [`OffsetsFromDb::resync`]).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use deadpool_postgres::Pool;
+use deadpool_postgres::{Pool, Transaction};
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::KafkaResult;
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tokio::runtime::Handle;
+use tokio_postgres::GenericClient;
 
-use crate::store;
+
+#[derive(Debug, thiserror::Error)]
+pub enum OffsetError {
+    #[error(transparent)]
+    Db(#[from] tokio_postgres::Error),
+    #[error("offsets of partition {partition} were moved by another consumer (expected {expected:?})")]
+    Fenced { partition: i32, expected: Option<i64> },
+}
 
 /// Stored offset state of the partitions this member owns: `None` = never committed.
 pub type Positions = HashMap<i32, Option<i64>>;
@@ -68,7 +79,7 @@ impl OffsetsFromDb {
             let attempt = tokio::task::block_in_place(|| {
                 self.runtime.block_on(async {
                     let client = self.pool.get().await.map_err(|e| e.to_string())?;
-                    store::load_offsets(&**client, &self.group, &self.topic, partitions)
+                    load_offsets(&**client, &self.group, &self.topic, partitions)
                         .await
                         .map_err(|e| e.to_string())
                 })
@@ -135,4 +146,55 @@ impl ConsumerContext for OffsetsFromDb {
         }
         self.generation.fetch_add(1, Ordering::SeqCst);
     }
+}
+
+/// Stored next offsets of the partitions asked for; a partition never committed is absent.
+pub async fn load_offsets(
+    client: &impl GenericClient,
+    group: &str,
+    topic: &str,
+    partitions: &[i32],
+) -> Result<HashMap<i32, i64>, tokio_postgres::Error> {
+    let rows = client
+        .query(
+            "SELECT partition, next_offset FROM consumer_offsets
+             WHERE consumer_group = $1 AND topic = $2 AND partition = ANY($3)",
+            &[&group, &topic, &partitions],
+        )
+        .await?;
+    Ok(rows.iter().map(|row| (row.get(0), row.get(1))).collect())
+}
+
+/// Moves the stored offset of each partition from `expected` to `next`, refusing when
+/// another consumer moved it first (a fenced, stale owner after a rebalance).
+pub async fn store_offsets(
+    tx: &Transaction<'_>,
+    group: &str,
+    topic: &str,
+    moves: &HashMap<i32, (Option<i64>, i64)>,
+) -> Result<(), OffsetError> {
+    for (&partition, &(expected, next)) in moves {
+        let changed = match expected {
+            Some(expected) => {
+                tx.execute(
+                    "UPDATE consumer_offsets SET next_offset = $5, updated_at = now()
+                     WHERE consumer_group = $1 AND topic = $2 AND partition = $3 AND next_offset = $4",
+                    &[&group, &topic, &partition, &expected, &next],
+                )
+                .await?
+            }
+            None => {
+                tx.execute(
+                    "INSERT INTO consumer_offsets (consumer_group, topic, partition, next_offset)
+                     VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+                    &[&group, &topic, &partition, &next],
+                )
+                .await?
+            }
+        };
+        if changed != 1 {
+            return Err(OffsetError::Fenced { partition, expected });
+        }
+    }
+    Ok(())
 }
