@@ -14,6 +14,7 @@ use tokio_postgres::NoTls;
 pub const MIGRATIONS: &[(i32, &str, &str)] = &[
     (1, "pipeline", include_str!("../../migrations/0001_pipeline.sql")),
     (2, "telemetry_rejects", include_str!("../../migrations/0002_telemetry_rejects.sql")),
+    (3, "billing_periods", include_str!("../../migrations/0003_billing_periods.sql")),
 ];
 
 pub const SCHEMA_VERSION: i32 = MIGRATIONS[MIGRATIONS.len() - 1].0;

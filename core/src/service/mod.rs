@@ -8,6 +8,7 @@ pub mod kafka;
 pub mod logging;
 pub mod metrics;
 pub mod offsets;
+pub mod outbox;
 pub mod ops_http;
 pub mod shutdown;
 pub mod testkit;
