@@ -2,6 +2,7 @@
 //! and day, device state, exactly once.
 //!
 //! - [`rollup`]: what a batch changes for a device (counter arithmetic from core).
+//! - [`periods`]: billing periods: open, close (PeriodClosed), adjust (PeriodAdjusted).
 //! - [`store`]: the SQL; one transaction per batch, offsets included.
 //! - [`metrics`]: what an operator watches.
 //!
@@ -10,6 +11,7 @@
 //! transaction, commit, then update the in-memory tails.
 
 pub mod metrics;
+pub mod periods;
 pub mod rollup;
 pub mod store;
 
@@ -28,8 +30,8 @@ use smartmeter_core::service::health::Health;
 use smartmeter_core::{topics, Reading};
 use tokio_util::sync::CancellationToken;
 
-use smartmeter_core::service::offsets::{self, OffsetError, OffsetsFromDb};
 use crate::rollup::{Arrived, Window};
+use smartmeter_core::service::offsets::{self, OffsetError, OffsetsFromDb};
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -43,6 +45,11 @@ pub struct Config {
     pub max_batch: usize,
     pub linger: Duration,
     pub rules: Rules,
+    /// A period closes when event time passes its end plus this; a meter silent for
+    /// this long gets its due periods closed by wall-clock time.
+    pub period_grace: SignedDuration,
+    /// How often the wall-clock close and the outbox run.
+    pub housekeeping_interval: Duration,
 }
 
 impl Config {
@@ -57,6 +64,8 @@ impl Config {
             max_batch: 5000,
             linger: Duration::from_millis(50),
             rules: Rules::default(),
+            period_grace: SignedDuration::from_hours(24),
+            housekeeping_interval: Duration::from_secs(5),
         }
     }
 }
@@ -80,7 +89,8 @@ pub async fn run(
     let pool = smartmeter_core::service::db::pool(&config.database_url, 4, "processor")?;
     wait_for_migrations(&pool, &health, &shutdown).await?;
 
-    let context = OffsetsFromDb::new(pool.clone(), &config.group_id, &config.topic, tokio::runtime::Handle::current());
+    let context =
+        OffsetsFromDb::new(pool.clone(), &config.group_id, &config.topic, tokio::runtime::Handle::current());
     let consumer: StreamConsumer<OffsetsFromDb> =
         smartmeter_core::service::kafka::db_offset_consumer(&config.brokers, &config.group_id)
             .create_with_context(context)
@@ -88,7 +98,28 @@ pub async fn run(
     consumer.subscribe(&[&config.topic]).context("subscribe")?;
     health.up("kafka");
 
-    let mut processor = Processor { config, pool, metrics, health, tails: HashMap::new(), zones: HashMap::new() };
+    let producer: rdkafka::producer::FutureProducer =
+        smartmeter_core::service::kafka::idempotent_producer(&config.brokers, "smartmeter-processor-outbox")
+            .create()
+            .context("create Kafka producer")?;
+    let published = smartmeter_core::service::outbox::published_counter(registry)?;
+    let outbox_task = tokio::spawn(smartmeter_core::service::outbox::publish_forever(
+        pool.clone(),
+        producer,
+        config.housekeeping_interval.min(Duration::from_millis(500)),
+        published,
+        shutdown.clone(),
+    ));
+    let silent_task = tokio::spawn(close_silent_periods(
+        pool.clone(),
+        config.period_grace,
+        config.housekeeping_interval,
+        metrics.periods.clone(),
+        shutdown.clone(),
+    ));
+
+    let mut processor =
+        Processor { config, pool, metrics, health, tails: HashMap::new(), zones: HashMap::new() };
     let mut seen_generation = consumer.context().generation();
     while let Some(records) = receive_batch(&consumer, &processor, &shutdown).await {
         if consumer.context().generation() != seen_generation {
@@ -130,11 +161,48 @@ pub async fn run(
             }
         }
     }
+    let _ = tokio::time::timeout(Duration::from_secs(10), outbox_task).await;
+    let _ = silent_task.await;
     tracing::info!("Processor stopped.");
     Ok(())
 }
 
-async fn wait_for_migrations(pool: &Pool, health: &Health, shutdown: &CancellationToken) -> anyhow::Result<()> {
+/// Closes the due periods of silent meters on the wall clock, every `interval`.
+async fn close_silent_periods(
+    pool: Pool,
+    grace: SignedDuration,
+    interval: Duration,
+    periods: prometheus::IntCounterVec,
+    shutdown: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(interval) => {}
+        }
+        let attempt = async {
+            let mut client = pool.get().await?;
+            let tx = client.transaction().await?;
+            let closed = periods::close_silent(&tx, grace, jiff::Timestamp::now(), 1000).await?;
+            tx.commit().await?;
+            anyhow::Ok(closed)
+        };
+        match attempt.await {
+            Ok(0) => {}
+            Ok(closed) => {
+                periods.with_label_values(&["closed"]).inc_by(closed);
+                tracing::info!(closed, "Closed periods of silent meters.");
+            }
+            Err(error) => tracing::warn!(error = format!("{error:#}"), "Closing silent periods failed."),
+        }
+    }
+}
+
+async fn wait_for_migrations(
+    pool: &Pool,
+    health: &Health,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<()> {
     let mut delay = Duration::from_millis(200);
     loop {
         match smartmeter_core::service::db::migrate(pool).await {
@@ -218,7 +286,11 @@ fn admit(records: Vec<Record>, positions: &offsets::Positions, metrics: &metrics
         .collect()
 }
 
-fn commit_to_kafka(consumer: &StreamConsumer<OffsetsFromDb>, topic: &str, moves: &HashMap<i32, (Option<i64>, i64)>) {
+fn commit_to_kafka(
+    consumer: &StreamConsumer<OffsetsFromDb>,
+    topic: &str,
+    moves: &HashMap<i32, (Option<i64>, i64)>,
+) {
     // Informational only (lag tools read it); the database holds the truth.
     let mut list = TopicPartitionList::new();
     for (partition, (_, next)) in moves {
@@ -276,7 +348,12 @@ impl Processor {
                         by_device.push((device, Vec::new()));
                         by_device.len() - 1
                     });
-                    by_device[index].1.push(Arrived { reading, counter, partition: record.partition, offset: record.offset });
+                    by_device[index].1.push(Arrived {
+                        reading,
+                        counter,
+                        partition: record.partition,
+                        offset: record.offset,
+                    });
                 }
                 Err(error) => rejects.push((record, error.to_string())),
             }
@@ -313,6 +390,34 @@ impl Processor {
             let had_accepted = !accepted.is_empty();
             let plan = rollup::plan(window, accepted, too_late, newest, &tz, &self.config.rules);
             store::apply(&tx, &device_id, &plan).await?;
+            let stored_at: Vec<jiff::Timestamp> =
+                plan.inserts.iter().chain(&plan.replacements).map(|(a, _)| a.counter.at).collect();
+            // A month opens with a reading inside it or energy on one of its days; a
+            // meter's first reading at 00:00 on the 1st opens no empty month before it.
+            let opened: std::collections::BTreeSet<jiff::civil::Date> = stored_at
+                .iter()
+                .map(|at| at.to_zoned(tz.clone()).date())
+                .chain(plan.daily.keys().copied())
+                .collect();
+            periods::open(&tx, &device_id, &row.time_zone, &tz, &opened).await?;
+            // A reading exactly at local midnight is also the closing read of the day
+            // (and maybe the month) before it, which it can change.
+            let mut touched = opened;
+            touched.extend(
+                stored_at
+                    .iter()
+                    .map(|at| (*at - jiff::SignedDuration::from_nanos(1)).to_zoned(tz.clone()).date()),
+            );
+            let (closed, adjusted) = periods::close_and_adjust(
+                &tx,
+                &device_id,
+                plan.newest_reading_at,
+                self.config.period_grace,
+                &touched,
+            )
+            .await?;
+            totals.periods_closed += closed;
+            totals.periods_adjusted += adjusted;
             totals.add(&plan);
             if had_accepted {
                 new_tails.push((device_id, plan.tail));

@@ -11,7 +11,11 @@ use smartmeter_processor::Config;
 struct Args {
     #[arg(long, env = "SMARTMETER_KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
     brokers: String,
-    #[arg(long, env = "SMARTMETER_DATABASE_URL", default_value = "postgres://smartmeter:smartmeter@127.0.0.1:55432/smartmeter")]
+    #[arg(
+        long,
+        env = "SMARTMETER_DATABASE_URL",
+        default_value = "postgres://smartmeter:smartmeter@127.0.0.1:55432/smartmeter"
+    )]
     database_url: String,
     #[arg(long, env = "SMARTMETER_PROCESSOR_GROUP", default_value = "smartmeter-processor")]
     group_id: String,
@@ -25,6 +29,10 @@ struct Args {
     max_batch: usize,
     #[arg(long, env = "SMARTMETER_PROCESSOR_LINGER_MS", default_value_t = 50)]
     linger_ms: u64,
+    /// A month closes when a reading this long past its end arrives, or when its meter
+    /// has been silent this long after it (wall clock).
+    #[arg(long, env = "SMARTMETER_PERIOD_GRACE", default_value = "24h")]
+    period_grace: jiff::Span,
     #[arg(long, env = "SMARTMETER_PROCESSOR_METRICS_ADDR", default_value = "127.0.0.1:9102")]
     metrics_addr: SocketAddr,
 }
@@ -33,10 +41,10 @@ struct Args {
 async fn main() -> anyhow::Result<()> {
     logging::init("processor");
     let args = Args::parse();
-    let allowed_lateness = jiff::SignedDuration::try_from(
-        args.allowed_lateness.to_duration(jiff::SpanRelativeTo::days_are_24_hours())?,
-    )?;
+    let allowed_lateness = args.allowed_lateness.to_duration(jiff::SpanRelativeTo::days_are_24_hours())?;
+    let period_grace = args.period_grace.to_duration(jiff::SpanRelativeTo::days_are_24_hours())?;
     let config = Config {
+        period_grace,
         brokers: args.brokers,
         database_url: args.database_url,
         group_id: args.group_id,
@@ -49,7 +57,8 @@ async fn main() -> anyhow::Result<()> {
     let shutdown = shutdown::on_signal();
     let registry = metrics::registry();
     let health = Health::new("processor", &["kafka", "postgres"]);
-    let ops = tokio::spawn(ops_http::serve(args.metrics_addr, registry.clone(), health.clone(), shutdown.clone()));
+    let ops =
+        tokio::spawn(ops_http::serve(args.metrics_addr, registry.clone(), health.clone(), shutdown.clone()));
     let result = smartmeter_processor::run(config, &registry, health, shutdown.clone()).await;
     shutdown.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(5), ops).await;

@@ -14,6 +14,8 @@ pub struct Metrics {
     pub batch_failures: IntCounter,
     pub batch_commit_seconds: Histogram,
     pub batch_records: Histogram,
+    /// Billing periods by what happened: closed, adjusted.
+    pub periods: IntCounterVec,
 }
 
 #[derive(Debug, Default)]
@@ -24,6 +26,8 @@ pub struct BatchTotals {
     pub too_late: u64,
     pub late: u64,
     pub rejected: u64,
+    pub periods_closed: u64,
+    pub periods_adjusted: u64,
 }
 
 impl BatchTotals {
@@ -66,7 +70,15 @@ impl Metrics {
                 HistogramOpts::new("smartmeter_processor_batch_records", "Records per batch.")
                     .buckets(prometheus::exponential_buckets(1.0, 4.0, 8)?),
             )?,
+            periods: IntCounterVec::new(
+                Opts::new(
+                    "smartmeter_processor_billing_periods_total",
+                    "Billing periods closed or adjusted.",
+                ),
+                &["event"],
+            )?,
         };
+        registry.register(Box::new(metrics.periods.clone()))?;
         registry.register(Box::new(metrics.records_consumed.clone()))?;
         registry.register(Box::new(metrics.records_skipped.clone()))?;
         registry.register(Box::new(metrics.readings.clone()))?;
@@ -90,5 +102,7 @@ impl Metrics {
         ] {
             self.readings.with_label_values(&[outcome]).inc_by(count);
         }
+        self.periods.with_label_values(&["closed"]).inc_by(totals.periods_closed);
+        self.periods.with_label_values(&["adjusted"]).inc_by(totals.periods_adjusted);
     }
 }

@@ -160,7 +160,11 @@ pub fn plan(
 
 /// Judgement of every reading of `sequence` except a leading baseline that is not the
 /// device's first reading (its judgement belongs to the window before it).
-fn judgements(sequence: &[CounterReading], steps: &[Step], starts_at_first: bool) -> BTreeMap<Timestamp, Judgement> {
+fn judgements(
+    sequence: &[CounterReading],
+    steps: &[Step],
+    starts_at_first: bool,
+) -> BTreeMap<Timestamp, Judgement> {
     let mut out = BTreeMap::new();
     if let (Some(first), true) = (sequence.first(), starts_at_first) {
         out.insert(first.at, Judgement { kind: StepKind::First, counted_milli_wh: 0, late: false });
@@ -179,17 +183,10 @@ fn tail_of(sequence: &[CounterReading], steps: &[Step], starts_at_first: bool) -
     if sequence.is_empty() {
         return Window::default();
     }
-    let baseline = steps
-        .iter()
-        .rev()
-        .find(|s| s.kind.moves_baseline())
-        .map(|s| s.reading)
-        .unwrap_or(sequence[0]);
+    let baseline =
+        steps.iter().rev().find(|s| s.kind.moves_baseline()).map(|s| s.reading).unwrap_or(sequence[0]);
     let start = sequence.iter().position(|r| r.at == baseline.at).expect("baseline is in the sequence");
-    Window {
-        starts_at_first_reading: starts_at_first && start == 0,
-        readings: sequence[start..].to_vec(),
-    }
+    Window { starts_at_first_reading: starts_at_first && start == 0, readings: sequence[start..].to_vec() }
 }
 
 #[cfg(test)]
@@ -201,8 +198,15 @@ mod tests {
         let payload = format!(
             r#"{{"device_id":"m1","timestamp":"{at}","voltage":230,"current":1,"power_w":230,"energy_kwh":{kwh},"power_factor":1}}"#
         );
-        let reading = validate("smartmeter/m1/telemetry", payload.as_bytes(), at.parse().unwrap(), &ValidationConfig::default()).unwrap();
-        let counter = CounterReading { at: reading.timestamp, counter_milli_wh: energy::kwh_to_milli_wh(kwh) };
+        let reading = validate(
+            "smartmeter/m1/telemetry",
+            payload.as_bytes(),
+            at.parse().unwrap(),
+            &ValidationConfig::default(),
+        )
+        .unwrap();
+        let counter =
+            CounterReading { at: reading.timestamp, counter_milli_wh: energy::kwh_to_milli_wh(kwh) };
         Arrived { reading, counter, partition: 0, offset }
     }
 
@@ -250,7 +254,10 @@ mod tests {
     fn duplicates_and_conflicts_are_told_apart() {
         let stored = Window {
             starts_at_first_reading: true,
-            readings: vec![CounterReading { at: "2026-01-01T00:00:00Z".parse().unwrap(), counter_milli_wh: 1_000_000 }],
+            readings: vec![CounterReading {
+                at: "2026-01-01T00:00:00Z".parse().unwrap(),
+                counter_milli_wh: 1_000_000,
+            }],
         };
         let plan = run(
             stored,
@@ -265,7 +272,10 @@ mod tests {
     fn readings_past_the_lateness_are_kept_aside() {
         let stored = Window {
             starts_at_first_reading: false,
-            readings: vec![CounterReading { at: "2026-02-01T00:00:00Z".parse().unwrap(), counter_milli_wh: 1_000_000 }],
+            readings: vec![CounterReading {
+                at: "2026-02-01T00:00:00Z".parse().unwrap(),
+                counter_milli_wh: 1_000_000,
+            }],
         };
         let plan = run(stored, vec![arrived("2026-01-01T00:00:00Z", 0.5, 1)]);
         assert_eq!(plan.too_late.len(), 1);

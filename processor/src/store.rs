@@ -75,7 +75,11 @@ pub async fn load_window(
 }
 
 /// Writes one device's plan.
-pub async fn apply(tx: &Transaction<'_>, device_id: &str, plan: &DevicePlan) -> Result<(), tokio_postgres::Error> {
+pub async fn apply(
+    tx: &Transaction<'_>,
+    device_id: &str,
+    plan: &DevicePlan,
+) -> Result<(), tokio_postgres::Error> {
     let mut fresh = ReadingRows::default();
     for (arrived, judgement) in &plan.inserts {
         fresh.push(arrived, Some(judgement));
@@ -105,8 +109,11 @@ pub async fn apply(tx: &Transaction<'_>, device_id: &str, plan: &DevicePlan) -> 
     if !plan.conflicts.is_empty() {
         let ts: Vec<Timestamp> = plan.conflicts.iter().map(|a| a.counter.at).collect();
         let counters: Vec<i64> = plan.conflicts.iter().map(|a| a.counter.counter_milli_wh).collect();
-        let payloads: Vec<serde_json::Value> =
-            plan.conflicts.iter().map(|a| serde_json::to_value(&a.reading).expect("reading serializes")).collect();
+        let payloads: Vec<serde_json::Value> = plan
+            .conflicts
+            .iter()
+            .map(|a| serde_json::to_value(&a.reading).expect("reading serializes"))
+            .collect();
         let partitions: Vec<i32> = plan.conflicts.iter().map(|a| a.partition).collect();
         let offsets: Vec<i64> = plan.conflicts.iter().map(|a| a.offset).collect();
         tx.execute(
@@ -137,7 +144,11 @@ pub async fn apply(tx: &Transaction<'_>, device_id: &str, plan: &DevicePlan) -> 
     Ok(())
 }
 
-async fn write_counter_events(tx: &Transaction<'_>, device_id: &str, plan: &DevicePlan) -> Result<(), tokio_postgres::Error> {
+async fn write_counter_events(
+    tx: &Transaction<'_>,
+    device_id: &str,
+    plan: &DevicePlan,
+) -> Result<(), tokio_postgres::Error> {
     if plan.inserts.is_empty() && plan.replacements.is_empty() {
         return Ok(());
     }
@@ -167,7 +178,11 @@ async fn write_counter_events(tx: &Transaction<'_>, device_id: &str, plan: &Devi
     Ok(())
 }
 
-async fn write_energy(tx: &Transaction<'_>, device_id: &str, plan: &DevicePlan) -> Result<(), tokio_postgres::Error> {
+async fn write_energy(
+    tx: &Transaction<'_>,
+    device_id: &str,
+    plan: &DevicePlan,
+) -> Result<(), tokio_postgres::Error> {
     if !plan.hourly.is_empty() {
         let starts: Vec<Timestamp> = plan.hourly.keys().map(|b| b.start).collect();
         let ends: Vec<Timestamp> = plan.hourly.keys().map(|b| b.end).collect();
@@ -213,7 +228,11 @@ async fn write_energy(tx: &Transaction<'_>, device_id: &str, plan: &DevicePlan) 
     Ok(())
 }
 
-async fn update_device(tx: &Transaction<'_>, device_id: &str, plan: &DevicePlan) -> Result<(), tokio_postgres::Error> {
+async fn update_device(
+    tx: &Transaction<'_>,
+    device_id: &str,
+    plan: &DevicePlan,
+) -> Result<(), tokio_postgres::Error> {
     let arrivals = plan
         .inserts
         .iter()
@@ -341,11 +360,28 @@ impl ReadingRows {
         tx.execute(
             &sql,
             &[
-                &self.device_id, &self.ts, &self.meter_ts, &self.received_at, &self.voltage,
-                &self.current, &self.power_w, &self.energy_kwh, &self.counter, &self.power_factor,
-                &self.frequency_hz, &self.rssi, &self.seq, &self.boot_id, &self.fw,
-                &self.clock_unsynced, &self.late, &self.too_late, &self.class, &self.counted,
-                &self.partition, &self.offset,
+                &self.device_id,
+                &self.ts,
+                &self.meter_ts,
+                &self.received_at,
+                &self.voltage,
+                &self.current,
+                &self.power_w,
+                &self.energy_kwh,
+                &self.counter,
+                &self.power_factor,
+                &self.frequency_hz,
+                &self.rssi,
+                &self.seq,
+                &self.boot_id,
+                &self.fw,
+                &self.clock_unsynced,
+                &self.late,
+                &self.too_late,
+                &self.class,
+                &self.counted,
+                &self.partition,
+                &self.offset,
             ],
         )
         .await

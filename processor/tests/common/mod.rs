@@ -1,0 +1,127 @@
+//! Shared by the processor's integration tests: real London readings as telemetry
+//! records, producing them to Kafka, running the processor in-process, reading tables.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use jiff::Timestamp;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use smartmeter_core::service::health::Health;
+use smartmeter_processor::Config;
+use tokio_postgres::NoTls;
+use tokio_util::sync::CancellationToken;
+
+const LONDON_JANUARY: &str =
+    concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/data/lcl_halfhourly_2013-01_10households.csv");
+
+/// (device, slot start, value in Wh) of the rows of the given households.
+pub fn half_hours(households: &[&str]) -> Vec<(String, Timestamp, i64)> {
+    let text = std::fs::read_to_string(LONDON_JANUARY).expect("London data file");
+    let mut rows = Vec::new();
+    for line in text.lines() {
+        let fields: Vec<&str> = line.split(',').map(str::trim).collect();
+        if fields[0] == "LCLid" || !households.contains(&fields[0]) {
+            continue;
+        }
+        let start: Timestamp = format!("{}Z", fields[1].replace(' ', "T")).parse().unwrap();
+        let wh = (fields[2].parse::<f64>().unwrap() * 1000.0).round() as i64;
+        rows.push((fields[0].to_owned(), start, wh));
+    }
+    rows.sort();
+    rows.dedup();
+    rows
+}
+
+/// Cumulative-counter telemetry: a reading at the end of each half hour.
+pub fn readings(rows: &[(String, Timestamp, i64)]) -> Vec<(String, String)> {
+    let mut counters: BTreeMap<&str, i64> = BTreeMap::new();
+    let mut out = Vec::new();
+    for (device, start, wh) in rows {
+        let counter = counters.entry(device).or_insert_with(|| {
+            out.push((device.clone(), payload(device, *start, 0)));
+            0
+        });
+        *counter += wh;
+        let end = *start + jiff::SignedDuration::from_mins(30);
+        out.push((device.clone(), payload(device, end, *counter)));
+    }
+    out
+}
+
+pub fn payload(device: &str, at: Timestamp, counter_wh: i64) -> String {
+    serde_json::json!({
+        "device_id": device, "timestamp": at, "meter_timestamp": at, "received_at": Timestamp::now(),
+        "voltage": 230.0, "current": 0.0, "power_w": 0.0,
+        "energy_kwh": counter_wh as f64 / 1000.0, "power_factor": 1.0, "clock_unsynced": false,
+    })
+    .to_string()
+}
+
+pub async fn produce(brokers: &str, topic: &str, messages: &[(String, String)]) {
+    let producer: FutureProducer =
+        smartmeter_core::service::kafka::idempotent_producer(brokers, "restart-test").create().unwrap();
+    let deliveries: Vec<_> = messages
+        .iter()
+        .map(|(key, value)| producer.send_result(FutureRecord::to(topic).key(key).payload(value)).unwrap())
+        .collect();
+    for delivery in deliveries {
+        delivery.await.unwrap().unwrap();
+    }
+}
+
+pub async fn daily(url: &str) -> BTreeMap<(String, String), i64> {
+    let (client, connection) = tokio_postgres::connect(url, NoTls).await.unwrap();
+    tokio::spawn(connection);
+    client
+        .query("SELECT device_id, local_date::text, energy_milli_wh FROM energy_daily", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| ((row.get(0), row.get(1)), row.get(2)))
+        .collect()
+}
+
+pub async fn count(url: &str, sql: &str) -> i64 {
+    let (client, connection) = tokio_postgres::connect(url, NoTls).await.unwrap();
+    tokio::spawn(connection);
+    client.query_one(sql, &[]).await.unwrap().get(0)
+}
+
+/// Runs the processor until `readings` rows exist (or 90 s pass), then stops it.
+pub async fn run_until(config: &Config, db_url: &str, readings_expected: i64) {
+    run_until_count(config, db_url, "SELECT count(*) FROM readings", readings_expected).await;
+}
+
+/// Runs the processor until the count `sql` returns reaches `expected`, then stops it.
+pub async fn run_until_count(config: &Config, db_url: &str, sql: &str, expected: i64) {
+    let shutdown = CancellationToken::new();
+    let registry = prometheus::Registry::new();
+    let task = tokio::spawn({
+        let config = config.clone();
+        let shutdown = shutdown.clone();
+        async move {
+            smartmeter_processor::run(
+                config,
+                &registry,
+                Health::new("processor", &["kafka", "postgres"]),
+                shutdown,
+            )
+            .await
+        }
+    });
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+    loop {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let reached = count(db_url, sql).await;
+        if reached >= expected {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{sql}: only {reached} of {expected} after 90 s");
+    }
+    // Let any redelivered records in flight be consumed too before stopping.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    shutdown.cancel();
+    task.await.unwrap().unwrap();
+}
