@@ -34,9 +34,8 @@ impl DeviceId {
         if id.len() > DEVICE_ID_MAX_LEN {
             return Err(DeviceIdError::TooLong);
         }
-        if let Some(bad) = id
-            .chars()
-            .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | ':' | '-')))
+        if let Some(bad) =
+            id.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | ':' | '-')))
         {
             return Err(DeviceIdError::BadCharacter(bad));
         }

@@ -194,7 +194,13 @@ pub fn hour_bucket(at: Timestamp, tz: &TimeZone) -> HourBucket {
     let offset = zoned.offset();
     // The local hour's start at the offset in force at `at`; a transition inside the
     // hour (after that start) starts the bucket instead.
-    let hour_floor = zoned.datetime().with().minute(0).second(0).subsec_nanosecond(0).build()
+    let hour_floor = zoned
+        .datetime()
+        .with()
+        .minute(0)
+        .second(0)
+        .subsec_nanosecond(0)
+        .build()
         .expect("whole hour of a valid datetime");
     let floor_at = offset.to_timestamp(hour_floor).expect("in range");
     // Only transitions that change the offset cut an hour: TZif files also hold
@@ -233,6 +239,21 @@ pub fn spread(
     to: Timestamp,
     energy_milli_wh: i64,
     tz: &TimeZone,
+    add: impl FnMut(HourBucket, i64),
+) {
+    spread_cached(from, to, energy_milli_wh, tz, &mut None, add);
+}
+
+/// [`spread`] reusing `cache`, the last bucket looked up, while the cursor stays in it:
+/// a bucket is the same for every instant in `[start, end)`, and consecutive steps of
+/// frequent readings mostly fall in the same local hour, so `account` calls the time
+/// zone lookups of [`hour_bucket`] about once per hour instead of once per step.
+fn spread_cached(
+    from: Timestamp,
+    to: Timestamp,
+    energy_milli_wh: i64,
+    tz: &TimeZone,
+    cache: &mut Option<HourBucket>,
     mut add: impl FnMut(HourBucket, i64),
 ) {
     if energy_milli_wh == 0 || to <= from {
@@ -243,7 +264,10 @@ pub fn spread(
     let mut assigned: i128 = 0;
     let mut cursor = from;
     while cursor < to {
-        let bucket = hour_bucket(cursor, tz);
+        let bucket = match *cache {
+            Some(bucket) if bucket.start <= cursor && cursor < bucket.end => bucket,
+            _ => *cache.insert(hour_bucket(cursor, tz)),
+        };
         let piece_end = bucket.end.min(to);
         let elapsed_ns = piece_end.as_nanosecond() - from.as_nanosecond();
         let cumulative = energy * elapsed_ns / total_ns;
@@ -295,17 +319,31 @@ impl Rollup {
 pub fn account(readings: &[CounterReading], tz: &TimeZone, rules: &Rules) -> Rollup {
     let mut rollup = Rollup::default();
     let Some((first, rest)) = readings.split_first() else { return rollup };
+    rollup.steps.reserve_exact(rest.len());
     let mut baseline = *first;
+    let mut cache = None;
+    // Energy of the bucket being filled, added to the map when another bucket starts.
+    let mut pending: Option<(HourBucket, i64)> = None;
     for reading in rest {
         debug_assert!(reading.at > baseline.at, "readings must be sorted and unique");
         let step = classify(baseline, *reading, rules);
-        spread(baseline.at, reading.at, step.counted_milli_wh, tz, |bucket, energy| {
-            *rollup.hourly.entry(bucket).or_insert(0) += energy;
+        spread_cached(baseline.at, reading.at, step.counted_milli_wh, tz, &mut cache, |bucket, energy| {
+            match &mut pending {
+                Some((current, sum)) if *current == bucket => *sum += energy,
+                _ => {
+                    if let Some((done, sum)) = pending.replace((bucket, energy)) {
+                        *rollup.hourly.entry(done).or_insert(0) += sum;
+                    }
+                }
+            }
         });
         if step.kind.moves_baseline() {
             baseline = *reading;
         }
         rollup.steps.push(step);
+    }
+    if let Some((done, sum)) = pending {
+        *rollup.hourly.entry(done).or_insert(0) += sum;
     }
     rollup.hourly.retain(|_, energy| *energy != 0);
     rollup
@@ -333,7 +371,8 @@ pub fn merge(
             }
         }
     }
-    let merged = by_time.into_iter().map(|(at, counter_milli_wh)| CounterReading { at, counter_milli_wh }).collect();
+    let merged =
+        by_time.into_iter().map(|(at, counter_milli_wh)| CounterReading { at, counter_milli_wh }).collect();
     (merged, losers)
 }
 
@@ -375,7 +414,10 @@ mod tests {
         // 23 kW for one hour is the most a meter can see; one Wh more is impossible.
         assert_eq!(kind("2026-01-01T01:00:00Z", 123.0).kind, StepKind::Normal);
         let jump = kind("2026-01-01T01:00:00Z", 123.001);
-        assert_eq!((jump.kind, jump.counted_milli_wh, jump.quarantined_milli_wh), (StepKind::Quarantined, 0, 23_001_000));
+        assert_eq!(
+            (jump.kind, jump.counted_milli_wh, jump.quarantined_milli_wh),
+            (StepKind::Quarantined, 0, 23_001_000)
+        );
         let wrap = kind("2026-01-01T01:00:00Z", 42_949.67 - 32_950.0);
         assert_eq!(wrap.kind, StepKind::Quarantined);
         assert_eq!(kind("2026-01-01T01:00:00Z", 50.0).kind, StepKind::Replacement);
@@ -415,10 +457,16 @@ mod tests {
         let lord_howe = tz("Australia/Lord_Howe");
         // 2026-10-04 02:00 local (+10:30) jumps to 02:30 (+11): 15:30 UTC on the 3rd.
         let cut = hour_bucket(ts("2026-10-03T15:40:00Z"), &lord_howe);
-        assert_eq!((cut.start, cut.end, cut.local_hour), (ts("2026-10-03T15:30:00Z"), ts("2026-10-03T16:00:00Z"), 2));
+        assert_eq!(
+            (cut.start, cut.end, cut.local_hour),
+            (ts("2026-10-03T15:30:00Z"), ts("2026-10-03T16:00:00Z"), 2)
+        );
         // 2026-04-05 02:00 local (+11) falls back to 01:30 (+10:30): 15:00 UTC on the 4th.
         let repeated = hour_bucket(ts("2026-04-04T15:10:00Z"), &lord_howe);
-        assert_eq!((repeated.start, repeated.end, repeated.local_hour), (ts("2026-04-04T15:00:00Z"), ts("2026-04-04T15:30:00Z"), 1));
+        assert_eq!(
+            (repeated.start, repeated.end, repeated.local_hour),
+            (ts("2026-04-04T15:00:00Z"), ts("2026-04-04T15:30:00Z"), 1)
+        );
     }
 
     #[test]

@@ -70,7 +70,8 @@ mod tests {
     #[test]
     fn envelope_serializes_as_cloudevents_structured_json() {
         let time: Timestamp = "2026-02-01T00:00:00Z".parse().unwrap();
-        let event = Envelope::new("id-1".into(), "/processor", "dev.smartmeter.test.v1", time, "meter-001", 5);
+        let event =
+            Envelope::new("id-1".into(), "/processor", "dev.smartmeter.test.v1", time, "meter-001", 5);
         let json = serde_json::to_value(&event).unwrap();
         assert_eq!(json["specversion"], "1.0");
         assert_eq!(json["type"], "dev.smartmeter.test.v1");

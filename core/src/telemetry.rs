@@ -243,9 +243,8 @@ pub fn validate(
     let energy_kwh = fields.required_f64("energy_kwh", range::ENERGY_KWH)?;
     let power_factor = fields.required_f64("power_factor", range::POWER_FACTOR)?;
     let frequency_hz = fields.optional_f64("frequency_hz", range::FREQUENCY_HZ)?;
-    let rssi = fields
-        .optional_i64("rssi", range::RSSI_DBM)?
-        .map(|v| i32::try_from(v).expect("range-checked"));
+    let rssi =
+        fields.optional_i64("rssi", range::RSSI_DBM)?.map(|v| i32::try_from(v).expect("range-checked"));
     let seq = fields.optional_u64("seq")?;
     let boot_id = fields.optional_string("boot_id", 64)?;
     let fw = fields.optional_string("fw", 64)?;
@@ -274,9 +273,8 @@ pub fn validate(
 }
 
 fn parse_object(payload: &[u8]) -> Result<Map<String, Value>, Rejection> {
-    let text = std::str::from_utf8(payload).map_err(|e| {
-        Rejection::new(RejectCode::InvalidJson, format!("payload is not UTF-8 text: {e}"))
-    })?;
+    let text = std::str::from_utf8(payload)
+        .map_err(|e| Rejection::new(RejectCode::InvalidJson, format!("payload is not UTF-8 text: {e}")))?;
     match serde_json::from_str::<Value>(text) {
         Ok(Value::Object(map)) => Ok(map),
         Ok(other) => Err(Rejection::new(
@@ -313,8 +311,7 @@ fn non_finite_token(text: &str) -> Option<&str> {
         } else if b == b'"' {
             in_string = true;
         } else if let Some(token) = TOKENS.iter().find(|t| text[i..].starts_with(**t)) {
-            let preceded_by_value_start =
-                text[..i].trim_end().ends_with([':', '[', ',']);
+            let preceded_by_value_start = text[..i].trim_end().ends_with([':', '[', ',']);
             if preceded_by_value_start {
                 return Some(token);
             }
@@ -395,10 +392,7 @@ impl Fields<'_> {
 
     fn optional_u64(&self, name: &str) -> Result<Option<u64>, Rejection> {
         let Some(value) = self.get(name) else { return Ok(None) };
-        value
-            .as_u64()
-            .map(Some)
-            .ok_or_else(|| Self::wrong_type(name, "a non-negative integer", value))
+        value.as_u64().map(Some).ok_or_else(|| Self::wrong_type(name, "a non-negative integer", value))
     }
 
     fn optional_string(&self, name: &str, max_len: usize) -> Result<Option<String>, Rejection> {
@@ -492,7 +486,8 @@ mod tests {
         assert_eq!(code(&SEED.replace(r#""meter-001""#, r#""a/b""#)), RejectCode::InvalidDeviceId);
         let oversize = format!("{}{}", SEED, " ".repeat(5000));
         assert_eq!(code(&oversize), RejectCode::PayloadTooLarge);
-        let bad_topic = validate("smartmeter/a/b/telemetry", SEED.as_bytes(), received(), &Default::default());
+        let bad_topic =
+            validate("smartmeter/a/b/telemetry", SEED.as_bytes(), received(), &Default::default());
         assert_eq!(bad_topic.unwrap_err().code, RejectCode::InvalidTopic);
     }
 

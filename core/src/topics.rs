@@ -16,13 +16,18 @@ const WEEK_MS: i64 = 7 * 24 * 3600 * 1000;
 const FOREVER: i64 = -1;
 
 pub const TELEMETRY: Topic = Topic { name: "smartmeter.telemetry.v1", partitions: 6, retention_ms: FOREVER };
-pub const TELEMETRY_DLQ: Topic = Topic { name: "smartmeter.telemetry.dlq.v1", partitions: 1, retention_ms: 4 * WEEK_MS };
-pub const DEVICE_EVENTS: Topic = Topic { name: "smartmeter.device-events.v1", partitions: 3, retention_ms: FOREVER };
-pub const TARIFF_EVENTS: Topic = Topic { name: "smartmeter.tariff-events.v1", partitions: 1, retention_ms: FOREVER };
-pub const BILLING_PERIODS: Topic = Topic { name: "smartmeter.billing-periods.v1", partitions: 3, retention_ms: FOREVER };
+pub const TELEMETRY_DLQ: Topic =
+    Topic { name: "smartmeter.telemetry.dlq.v1", partitions: 1, retention_ms: 4 * WEEK_MS };
+pub const DEVICE_EVENTS: Topic =
+    Topic { name: "smartmeter.device-events.v1", partitions: 3, retention_ms: FOREVER };
+pub const TARIFF_EVENTS: Topic =
+    Topic { name: "smartmeter.tariff-events.v1", partitions: 1, retention_ms: FOREVER };
+pub const BILLING_PERIODS: Topic =
+    Topic { name: "smartmeter.billing-periods.v1", partitions: 3, retention_ms: FOREVER };
 pub const INVOICES: Topic = Topic { name: "smartmeter.invoices.v1", partitions: 3, retention_ms: FOREVER };
 
-pub const ALL: [Topic; 6] = [TELEMETRY, TELEMETRY_DLQ, DEVICE_EVENTS, TARIFF_EVENTS, BILLING_PERIODS, INVOICES];
+pub const ALL: [Topic; 6] =
+    [TELEMETRY, TELEMETRY_DLQ, DEVICE_EVENTS, TARIFF_EVENTS, BILLING_PERIODS, INVOICES];
 
 #[cfg(test)]
 mod tests {

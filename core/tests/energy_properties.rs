@@ -27,7 +27,9 @@ use jiff::{SignedDuration, Timestamp};
 use proptest::prelude::*;
 use proptest::sample::Index;
 use proptest::test_runner::Config;
-use smartmeter_core::energy::{account, hour_bucket, merge, CounterReading, HourBucket, Rollup, Rules, StepKind};
+use smartmeter_core::energy::{
+    account, hour_bucket, merge, CounterReading, HourBucket, Rollup, Rules, StepKind,
+};
 
 // ---------------------------------------------------------------------------------
 // DESIGN's rules, restated (milliwatt-hours).
@@ -50,7 +52,9 @@ const ZONES: [&str; 6] =
 const HOUR: SignedDuration = SignedDuration::from_hours(1);
 const NANO: SignedDuration = SignedDuration::from_nanos(1);
 
+/// `cases` unless PROPTEST_CASES says otherwise (for long runs).
 fn config(cases: u32) -> Config {
+    let cases = std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(cases);
     // No regression files: this test must not write into the source tree.
     Config { cases, failure_persistence: None, ..Config::default() }
 }
@@ -117,11 +121,7 @@ fn a_gap() -> impl Strategy<Value = i64> {
 }
 
 fn a_start_counter() -> impl Strategy<Value = i64> {
-    prop_oneof![
-        Just(0i64),
-        0i64..=1_000_000_000,
-        (REGISTER_TOP - 2_000_000)..REGISTER_TOP,
-    ]
+    prop_oneof![Just(0i64), 0i64..=1_000_000_000, (REGISTER_TOP - 2_000_000)..REGISTER_TOP,]
 }
 
 /// 1980-01-01 .. 2040-01-01, seconds.
@@ -282,8 +282,10 @@ fn model_bucket(tz: &TimeZone, t: Timestamp) -> (Timestamp, Timestamp) {
             boundaries.push(change);
         }
     }
-    let start = boundaries.iter().copied().filter(|b| *b <= t).max().expect("a boundary within 90 minutes before");
-    let end = boundaries.iter().copied().filter(|b| *b > t).min().expect("a boundary within 90 minutes after");
+    let start =
+        boundaries.iter().copied().filter(|b| *b <= t).max().expect("a boundary within 90 minutes before");
+    let end =
+        boundaries.iter().copied().filter(|b| *b > t).min().expect("a boundary within 90 minutes after");
     assert!(end.duration_since(start) <= HOUR, "bucket {start}..{end} longer than an hour");
     (start, end)
 }
@@ -326,7 +328,8 @@ fn model_hours(tz: &TimeZone, steps: &[ModelStep]) -> ModelHours {
 fn as_model_hours(hourly: &BTreeMap<HourBucket, i64>) -> ModelHours {
     let mut hours = ModelHours::new();
     for (b, energy) in hourly {
-        let previous = hours.insert(b.start, (b.end, b.local_date, b.local_hour, b.utc_offset_seconds, *energy));
+        let previous =
+            hours.insert(b.start, (b.end, b.local_date, b.local_hour, b.utc_offset_seconds, *energy));
         assert!(previous.is_none(), "two buckets start at {}", b.start);
     }
     hours
@@ -378,15 +381,26 @@ impl<'a> Processor<'a> {
     }
 
     fn sorted(&self) -> Vec<CounterReading> {
-        self.stored.iter().map(|(at, (counter, _))| CounterReading { at: *at, counter_milli_wh: *counter }).collect()
+        self.stored
+            .iter()
+            .map(|(at, (counter, _))| CounterReading { at: *at, counter_milli_wh: *counter })
+            .collect()
     }
 
     /// `store::load_window`: from the newest non-jitter reading before `earliest`.
     fn load_window(&self, earliest: Timestamp) -> (bool, Vec<CounterReading>) {
-        let baseline = self.stored.range(..earliest).rev().find(|(_, (_, kind))| *kind != StepKind::Jitter).map(|(at, _)| *at);
+        let baseline = self
+            .stored
+            .range(..earliest)
+            .rev()
+            .find(|(_, (_, kind))| *kind != StepKind::Jitter)
+            .map(|(at, _)| *at);
         let from = baseline.unwrap_or(Timestamp::MIN);
-        let readings =
-            self.stored.range(from..).map(|(at, (counter, _))| CounterReading { at: *at, counter_milli_wh: *counter }).collect();
+        let readings = self
+            .stored
+            .range(from..)
+            .map(|(at, (counter, _))| CounterReading { at: *at, counter_milli_wh: *counter })
+            .collect();
         (baseline.is_none(), readings)
     }
 
@@ -405,7 +419,9 @@ impl<'a> Processor<'a> {
         let Some(earliest) = accepted.iter().map(|r| r.at).min() else { return };
         // lib.rs: the in-memory tail when the whole batch is newer, else the store.
         let (window_starts_at_first, window) = match &self.tail {
-            Some((first, tail)) if tail.last().is_some_and(|last| last.at < earliest) => (*first, tail.clone()),
+            Some((first, tail)) if tail.last().is_some_and(|last| last.at < earliest) => {
+                (*first, tail.clone())
+            }
             _ => self.load_window(earliest),
         };
         // rollup::plan.
@@ -431,7 +447,8 @@ impl<'a> Processor<'a> {
             self.stored.get_mut(&step.reading.at).unwrap().1 = step.kind;
         }
         // rollup::tail_of.
-        let baseline = new.steps.iter().rev().find(|s| s.kind.moves_baseline()).map(|s| s.reading).unwrap_or(merged[0]);
+        let baseline =
+            new.steps.iter().rev().find(|s| s.kind.moves_baseline()).map(|s| s.reading).unwrap_or(merged[0]);
         let start = merged.iter().position(|r| r.at == baseline.at).unwrap();
         self.tail = Some((starts_at_first && start == 0, merged[start..].to_vec()));
     }
@@ -454,7 +471,12 @@ impl<'a> Processor<'a> {
 
 /// Feeds `arrivals` in batches of the given sizes (cycled), restarting (dropping the
 /// in-memory tail) before the batches flagged.
-fn run<'a>(tz: &'a TimeZone, arrivals: &[CounterReading], sizes: &[usize], restarts: &[bool]) -> Processor<'a> {
+fn run<'a>(
+    tz: &'a TimeZone,
+    arrivals: &[CounterReading],
+    sizes: &[usize],
+    restarts: &[bool],
+) -> Processor<'a> {
     let mut processor = Processor::new(tz);
     let mut rest = arrivals;
     let mut batch_no = 0;
@@ -487,7 +509,7 @@ fn batching() -> impl Strategy<Value = (Vec<usize>, Vec<bool>)> {
 // The properties.
 
 proptest! {
-    #![proptest_config(config(400))]
+    #![proptest_config(config(1_000))]
 
     /// Conservation, and every hour's energy, against the independent model.
     #[test]
@@ -731,7 +753,10 @@ fn constant_power_over_a_dst_day_is_proportional_to_its_length() {
         // (200 Wh each); the 10-minute grid from local midnight meets every bucket edge.
         let first = start - SignedDuration::from_hours(48);
         let readings: Vec<CounterReading> = (0..=(24 * 6 * 5))
-            .map(|i| CounterReading { at: first + SignedDuration::from_mins(10 * i), counter_milli_wh: 200_000 * i })
+            .map(|i| CounterReading {
+                at: first + SignedDuration::from_mins(10 * i),
+                counter_milli_wh: 200_000 * i,
+            })
             .collect();
         let rollup: Rollup = account(&readings, &tz, &Rules::default());
         let daily = rollup.daily();

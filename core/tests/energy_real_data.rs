@@ -42,7 +42,8 @@ fn parse_lcl() -> Lcl {
     let text = data("lcl_raw_MAC000002_halfhourly_2012-10_to_2014-02.csv");
     let mut lines = text.lines();
     assert_eq!(lines.next(), Some("LCLid,DateTime,KWH/hh (per half hour)"));
-    let mut lcl = Lcl { slots: BTreeMap::new(), rows: 0, duplicates: 0, nulls: Vec::new(), float_artefacts: 0 };
+    let mut lcl =
+        Lcl { slots: BTreeMap::new(), rows: 0, duplicates: 0, nulls: Vec::new(), float_artefacts: 0 };
     let mut raw: BTreeMap<Timestamp, &str> = BTreeMap::new();
     for line in lines {
         lcl.rows += 1;
@@ -197,7 +198,8 @@ fn london_household_days_and_hours_match_the_csv() {
     }
     // Of the five gaps only the day-long one (2012-11-08 00:30 .. 2012-11-09 00:30 UTC,
     // GMT) crosses midnight; the others lie inside their day.
-    let expected_moved: BTreeSet<Date> = ["2012-11-08".parse().unwrap(), "2012-11-09".parse().unwrap()].into();
+    let expected_moved: BTreeSet<Date> =
+        ["2012-11-08".parse().unwrap(), "2012-11-09".parse().unwrap()].into();
     assert_eq!(gap_steps.len(), 5);
     assert_eq!(moved_days, expected_moved);
 
@@ -209,7 +211,11 @@ fn london_household_days_and_hours_match_the_csv() {
         if moved_days.contains(date) {
             continue;
         }
-        assert_eq!(daily.get(date).copied().unwrap_or(0), csv_daily.get(date).copied().unwrap_or(0), "{date}");
+        assert_eq!(
+            daily.get(date).copied().unwrap_or(0),
+            csv_daily.get(date).copied().unwrap_or(0),
+            "{date}"
+        );
         exact_days += 1;
     }
     assert_eq!(exact_days, 503);
@@ -224,9 +230,13 @@ fn london_household_days_and_hours_match_the_csv() {
     assert_eq!(daily[&nov8] + daily[&nov9], csv_daily[&nov8] + csv_daily[&nov9]);
     // And every day whose half hours are all present, as are its neighbours', is exact.
     let full_day = |date: Date| {
-        let length = date.tomorrow().unwrap().to_zoned(london.clone()).unwrap().timestamp().duration_since(
-            date.to_zoned(london.clone()).unwrap().timestamp(),
-        );
+        let length = date
+            .tomorrow()
+            .unwrap()
+            .to_zoned(london.clone())
+            .unwrap()
+            .timestamp()
+            .duration_since(date.to_zoned(london.clone()).unwrap().timestamp());
         slots_per_day.get(&date).copied().unwrap_or(0) as i64 == length.as_secs() / 1_800
     };
     let complete: Vec<&Date> = days
@@ -243,14 +253,20 @@ fn london_household_days_and_hours_match_the_csv() {
     let keys: BTreeSet<(Date, i8, i32)> = hourly.keys().chain(csv_hourly.keys()).copied().collect();
     for key in &keys {
         if !touched_hours.contains(key) {
-            assert_eq!(hourly.get(key).copied().unwrap_or(0), csv_hourly.get(key).copied().unwrap_or(0), "{key:?}");
+            assert_eq!(
+                hourly.get(key).copied().unwrap_or(0),
+                csv_hourly.get(key).copied().unwrap_or(0),
+                "{key:?}"
+            );
         }
     }
     // The gap steps' hours do not overlap one another, and each step's hours conserve.
     assert_eq!(hours_of_gaps.iter().map(BTreeSet::len).sum::<usize>(), touched_hours.len());
     let mut differing = 0;
     for hours in &hours_of_gaps {
-        let sum = |map: &BTreeMap<(Date, i8, i32), i64>| hours.iter().map(|k| map.get(k).copied().unwrap_or(0)).sum::<i64>();
+        let sum = |map: &BTreeMap<(Date, i8, i32), i64>| {
+            hours.iter().map(|k| map.get(k).copied().unwrap_or(0)).sum::<i64>()
+        };
         assert_eq!(sum(&hourly), sum(&csv_hourly), "{hours:?}");
         differing += hours.iter().filter(|k| hourly.get(k) != csv_hourly.get(k)).count();
     }
@@ -268,7 +284,8 @@ fn london_household_days_and_hours_match_the_csv() {
         assert_eq!(buckets.len(), hours, "{date}");
         assert_eq!(slots_per_day[&date], slots, "{date}");
         assert_eq!(daily[&date], csv_daily[&date], "{date}");
-        let ones: Vec<i32> = buckets.iter().filter(|b| b.local_hour == 1).map(|b| b.utc_offset_seconds).collect();
+        let ones: Vec<i32> =
+            buckets.iter().filter(|b| b.local_hour == 1).map(|b| b.utc_offset_seconds).collect();
         if hours == 25 {
             assert_eq!(ones.len(), 2, "{date}");
             assert_eq!(ones.iter().copied().collect::<BTreeSet<_>>(), BTreeSet::from([0, 3_600]));
@@ -331,7 +348,13 @@ fn paris_household_hours_match_the_integrated_power() {
     let minutes = parse_uci();
     assert_eq!(minutes.len(), 15_922);
     let missing: Vec<DateTime> = minutes.iter().filter(|m| m.watts.is_none()).map(|m| m.local).collect();
-    assert_eq!(missing, vec![jiff::civil::date(2006, 12, 21).at(11, 23, 0, 0), jiff::civil::date(2006, 12, 21).at(11, 24, 0, 0)]);
+    assert_eq!(
+        missing,
+        vec![
+            jiff::civil::date(2006, 12, 21).at(11, 23, 0, 0),
+            jiff::civil::date(2006, 12, 21).at(11, 24, 0, 0)
+        ]
+    );
     // One row a minute, no gaps in the clock, no DST change in this December extract.
     for pair in minutes.windows(2) {
         assert_eq!(pair[1].local, pair[0].local.checked_add(SignedDuration::from_mins(1)).unwrap());
@@ -342,7 +365,9 @@ fn paris_household_hours_match_the_integrated_power() {
     // the first minute's start, then a reading at the end of each present minute with
     // the rounded cumulative energy. A `?` minute has no reading at its end, so the next
     // reading's increase spreads over the gap.
-    let to_utc = |local: DateTime| paris.to_ambiguous_timestamp(local).unambiguous().expect("no DST change in December");
+    let to_utc = |local: DateTime| {
+        paris.to_ambiguous_timestamp(local).unambiguous().expect("no DST change in December")
+    };
     let mut readings = vec![CounterReading { at: to_utc(minutes[0].local), counter_milli_wh: 0 }];
     let mut watt_minutes = 0i64;
     // Expected per local (date, hour), as W·min, from the file's own clock fields.
@@ -359,10 +384,17 @@ fn paris_household_hours_match_the_integrated_power() {
     let rollup = account(&readings, &paris, &Rules::default());
     assert!(rollup.steps.iter().all(|s| s.kind == StepKind::Normal));
     // The gap step: [11:23, 11:26) local, inside local hour 11 of the 21st.
-    let gaps: Vec<_> = rollup.steps.iter().filter(|s| s.reading.at.duration_since(s.baseline.at) > SignedDuration::from_mins(1)).collect();
+    let gaps: Vec<_> = rollup
+        .steps
+        .iter()
+        .filter(|s| s.reading.at.duration_since(s.baseline.at) > SignedDuration::from_mins(1))
+        .collect();
     assert_eq!(gaps.len(), 1);
     assert_eq!(gaps[0].reading.at.duration_since(gaps[0].baseline.at), SignedDuration::from_mins(3));
-    assert_eq!(gaps[0].baseline.at.to_zoned(paris.clone()).datetime(), jiff::civil::date(2006, 12, 21).at(11, 23, 0, 0));
+    assert_eq!(
+        gaps[0].baseline.at.to_zoned(paris.clone()).datetime(),
+        jiff::civil::date(2006, 12, 21).at(11, 23, 0, 0)
+    );
 
     // Conservation: everything counted is the rounded integral.
     assert_eq!(rollup.counted_milli_wh(), counter_of(watt_minutes));
@@ -392,7 +424,8 @@ fn paris_household_hours_match_the_integrated_power() {
     assert_eq!(expected.len(), 266); // 16th 17:00 .. 27th 18:00
     assert_eq!(worst, 2, "the bound is reached");
     let gap_hour = (jiff::civil::date(2006, 12, 21), 11);
-    let present_in_gap_hour = minutes.iter().filter(|m| (m.local.date(), m.local.hour()) == gap_hour && m.watts.is_some()).count();
+    let present_in_gap_hour =
+        minutes.iter().filter(|m| (m.local.date(), m.local.hour()) == gap_hour && m.watts.is_some()).count();
     assert_eq!(present_in_gap_hour, 58);
 
     // Days: the same bound per local day (a day is counter(end) - counter(start) too).

@@ -9,7 +9,8 @@
 //!   tariff changes; [`PricingError`].
 //! - [`invoice`]: the result: [`Invoice`] lines and total.
 //! - [`rounding`]: the tariff's rounding rule.
-//! - [`events`]: billing periods as published by the processor ([`events::PeriodEvent`]).
+//! - [`events`]: the billing events on Kafka: periods from the processor
+//!   ([`events::PeriodEvent`]), tariff versions and assignments, invoices issued and revised.
 //!
 //! The tariffs shipped with the project are in `core/tariffs/<tariff_id>.json`, one
 //! JSON array of versions each.

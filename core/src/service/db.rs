@@ -15,6 +15,7 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
     (1, "pipeline", include_str!("../../migrations/0001_pipeline.sql")),
     (2, "telemetry_rejects", include_str!("../../migrations/0002_telemetry_rejects.sql")),
     (3, "billing_periods", include_str!("../../migrations/0003_billing_periods.sql")),
+    (4, "billing", include_str!("../../migrations/0004_billing.sql")),
 ];
 
 pub const SCHEMA_VERSION: i32 = MIGRATIONS[MIGRATIONS.len() - 1].0;
@@ -28,7 +29,8 @@ pub fn pool(database_url: &str, max_size: usize, service: &str) -> anyhow::Resul
     if config.get_application_name().is_none() {
         config.application_name(service);
     }
-    let manager = Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+    let manager =
+        Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
     Pool::builder(manager)
         .max_size(max_size)
         .wait_timeout(Some(Duration::from_secs(30)))
@@ -66,12 +68,39 @@ async fn apply_missing(client: &mut deadpool_postgres::Object) -> anyhow::Result
     for (version, name, sql) in MIGRATIONS.iter().filter(|(v, _, _)| *v > applied) {
         let tx = client.transaction().await?;
         tx.batch_execute(sql).await.with_context(|| format!("apply migration {version} {name}"))?;
-        tx.execute("INSERT INTO schema_migrations (version, name) VALUES ($1, $2)", &[version, name])
-            .await?;
+        tx.execute("INSERT INTO schema_migrations (version, name) VALUES ($1, $2)", &[version, name]).await?;
         tx.commit().await?;
         tracing::info!(version, name, "Applied migration.");
     }
     Ok(SCHEMA_VERSION)
+}
+
+/// [`migrate`], retried with back-off until it succeeds (the database may still be
+/// starting); `/health` shows `postgres` down meanwhile. Fails only on shutdown.
+pub async fn migrate_when_ready(
+    pool: &Pool,
+    health: &super::health::Health,
+    shutdown: &tokio_util::sync::CancellationToken,
+) -> anyhow::Result<i32> {
+    let mut delay = Duration::from_millis(200);
+    loop {
+        match migrate(pool).await {
+            Ok(version) => {
+                health.up("postgres");
+                tracing::info!(version, "Schema ready.");
+                return Ok(version);
+            }
+            Err(error) => {
+                health.down("postgres", error.to_string());
+                tracing::warn!(error = format!("{error:#}"), "Database not ready; retrying.");
+                tokio::select! {
+                    _ = shutdown.cancelled() => anyhow::bail!("shut down before the database was ready"),
+                    _ = tokio::time::sleep(delay) => {}
+                }
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
 }
 
 /// Whether the TimescaleDB extension is installed in this database.

@@ -20,7 +20,6 @@ use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tokio::runtime::Handle;
 use tokio_postgres::GenericClient;
 
-
 #[derive(Debug, thiserror::Error)]
 pub enum OffsetError {
     #[error(transparent)]
@@ -32,40 +31,87 @@ pub enum OffsetError {
 /// Stored offset state of the partitions this member owns: `None` = never committed.
 pub type Positions = HashMap<i32, Option<i64>>;
 
+/// [`Positions`] of a member subscribed to several topics, by (topic, partition).
+pub type TopicPositions = HashMap<(String, i32), Option<i64>>;
+
+/// Offset moves of a batch by (topic, partition): (stored offset it read from, next
+/// offset to store). See [`store_topic_offsets`].
+pub type TopicMoves = HashMap<(String, i32), (Option<i64>, i64)>;
+
 pub struct OffsetsFromDb {
     pool: Pool,
     group: String,
-    topic: String,
+    /// Subscribed topics; the single-topic API ([`Self::positions`], [`Self::advance`])
+    /// speaks of the first.
+    topics: Vec<String>,
     runtime: Handle,
-    positions: Mutex<Positions>,
+    positions: Mutex<TopicPositions>,
     /// Bumped on every assignment change; the batch loop drops state from before it.
     generation: AtomicU64,
 }
 
 impl OffsetsFromDb {
     pub fn new(pool: Pool, group: &str, topic: &str, runtime: Handle) -> Self {
+        Self::for_topics(pool, group, &[topic], runtime)
+    }
+
+    /// A member of `group` subscribed to all of `topics` (one consumer group, offsets of
+    /// every topic in the same table).
+    pub fn for_topics(pool: Pool, group: &str, topics: &[&str], runtime: Handle) -> Self {
+        assert!(!topics.is_empty(), "a consumer reads at least one topic");
         Self {
             pool,
             group: group.to_owned(),
-            topic: topic.to_owned(),
+            topics: topics.iter().map(|topic| (*topic).to_owned()).collect(),
             runtime,
             positions: Mutex::new(HashMap::new()),
             generation: AtomicU64::new(0),
         }
     }
 
+    pub fn group(&self) -> &str {
+        &self.group
+    }
+
+    pub fn topics(&self) -> &[String] {
+        &self.topics
+    }
+
     pub fn generation(&self) -> u64 {
         self.generation.load(Ordering::SeqCst)
     }
 
+    /// Positions of the first topic's partitions.
     pub fn positions(&self) -> Positions {
+        let first = &self.topics[0];
+        self.positions
+            .lock()
+            .expect("positions lock")
+            .iter()
+            .filter(|((topic, _), _)| topic == first)
+            .map(|((_, partition), offset)| (*partition, *offset))
+            .collect()
+    }
+
+    pub fn topic_positions(&self) -> TopicPositions {
         self.positions.lock().expect("positions lock").clone()
     }
 
+    /// Records committed moves of the first topic's partitions.
     pub fn advance(&self, moves: &HashMap<i32, (Option<i64>, i64)>) {
+        let topic = &self.topics[0];
         let mut positions = self.positions.lock().expect("positions lock");
         for (partition, (_, next)) in moves {
-            if let Some(position) = positions.get_mut(partition) {
+            if let Some(position) = positions.get_mut(&(topic.clone(), *partition)) {
+                *position = Some(*next);
+            }
+        }
+    }
+
+    pub fn advance_topics(&self, moves: &TopicMoves) {
+        let mut positions = self.positions.lock().expect("positions lock");
+        for (key, (_, next)) in moves {
+            if let Some(position) = positions.get_mut(key) {
                 *position = Some(*next);
             }
         }
@@ -73,15 +119,13 @@ impl OffsetsFromDb {
 
     /// Reads the stored offsets, retrying with back-off while the database is away:
     /// consuming from anywhere else could count twice.
-    fn stored_offsets(&self, partitions: &[i32]) -> HashMap<i32, i64> {
+    fn stored_offsets(&self, topic: &str, partitions: &[i32]) -> HashMap<i32, i64> {
         let mut delay = Duration::from_millis(200);
         loop {
             let attempt = tokio::task::block_in_place(|| {
                 self.runtime.block_on(async {
                     let client = self.pool.get().await.map_err(|e| e.to_string())?;
-                    load_offsets(&**client, &self.group, &self.topic, partitions)
-                        .await
-                        .map_err(|e| e.to_string())
+                    load_offsets(&**client, &self.group, topic, partitions).await.map_err(|e| e.to_string())
                 })
             });
             match attempt {
@@ -98,13 +142,25 @@ impl OffsetsFromDb {
     /// Positions the consumer at the stored offsets of the partitions it owns (after a
     /// fenced commit, when another member may have moved them).
     pub fn resync(&self, consumer: &impl Consumer<Self>) -> KafkaResult<()> {
-        let partitions: Vec<i32> = self.positions().keys().copied().collect();
-        let stored = self.stored_offsets(&partitions);
-        let mut positions = self.positions.lock().expect("positions lock");
-        for partition in partitions {
-            let offset = stored.get(&partition).copied();
-            positions.insert(partition, offset);
-            consumer.seek(&self.topic, partition, offset.map_or(Offset::Beginning, Offset::Offset), Duration::from_secs(10))?;
+        let owned: Vec<(String, i32)> = self.topic_positions().into_keys().collect();
+        for topic in &self.topics {
+            let partitions: Vec<i32> =
+                owned.iter().filter(|(owned, _)| owned == topic).map(|(_, partition)| *partition).collect();
+            if partitions.is_empty() {
+                continue;
+            }
+            let stored = self.stored_offsets(topic, &partitions);
+            let mut positions = self.positions.lock().expect("positions lock");
+            for partition in partitions {
+                let offset = stored.get(&partition).copied();
+                positions.insert((topic.clone(), partition), offset);
+                consumer.seek(
+                    topic,
+                    partition,
+                    offset.map_or(Offset::Beginning, Offset::Offset),
+                    Duration::from_secs(10),
+                )?;
+            }
         }
         self.generation.fetch_add(1, Ordering::SeqCst);
         Ok(())
@@ -117,20 +173,25 @@ impl ConsumerContext for OffsetsFromDb {
     fn rebalance(&self, consumer: &BaseConsumer<Self>, err: RDKafkaRespErr, tpl: &mut TopicPartitionList) {
         match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
-                let partitions: Vec<i32> =
-                    tpl.elements_for_topic(&self.topic).iter().map(|e| e.partition()).collect();
-                let stored = self.stored_offsets(&partitions);
-                let mut positions = self.positions.lock().expect("positions lock");
-                positions.clear();
-                for &partition in &partitions {
-                    let offset = stored.get(&partition).copied();
-                    positions.insert(partition, offset);
-                    let position = offset.map_or(Offset::Beginning, Offset::Offset);
-                    if let Err(error) = tpl.set_partition_offset(&self.topic, partition, position) {
-                        tracing::error!(%error, partition, "Cannot set the partition's start offset.");
+                let mut assigned = HashMap::new();
+                for topic in &self.topics {
+                    let partitions: Vec<i32> =
+                        tpl.elements_for_topic(topic).iter().map(|e| e.partition()).collect();
+                    if partitions.is_empty() {
+                        continue;
+                    }
+                    let stored = self.stored_offsets(topic, &partitions);
+                    for partition in partitions {
+                        let offset = stored.get(&partition).copied();
+                        assigned.insert((topic.clone(), partition), offset);
+                        let position = offset.map_or(Offset::Beginning, Offset::Offset);
+                        if let Err(error) = tpl.set_partition_offset(topic, partition, position) {
+                            tracing::error!(%error, topic, partition, "Cannot set the partition's start offset.");
+                        }
                     }
                 }
-                tracing::info!(?positions, "Partitions assigned; resuming at stored offsets.");
+                tracing::info!(positions = ?assigned, "Partitions assigned; resuming at stored offsets.");
+                *self.positions.lock().expect("positions lock") = assigned;
                 if let Err(error) = consumer.assign(tpl) {
                     tracing::error!(%error, "Assigning partitions failed.");
                 }
@@ -195,6 +256,22 @@ pub async fn store_offsets(
         if changed != 1 {
             return Err(OffsetError::Fenced { partition, expected });
         }
+    }
+    Ok(())
+}
+
+/// [`store_offsets`] for the moves of a batch read from several topics.
+pub async fn store_topic_offsets(
+    tx: &Transaction<'_>,
+    group: &str,
+    moves: &TopicMoves,
+) -> Result<(), OffsetError> {
+    let mut by_topic: HashMap<&str, HashMap<i32, (Option<i64>, i64)>> = HashMap::new();
+    for ((topic, partition), moved) in moves {
+        by_topic.entry(topic.as_str()).or_default().insert(*partition, *moved);
+    }
+    for (topic, moves) in by_topic {
+        store_offsets(tx, group, topic, &moves).await?;
     }
     Ok(())
 }

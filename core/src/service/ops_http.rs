@@ -27,10 +27,7 @@ pub fn router(registry: Registry, health: Health) -> Router {
 }
 
 async fn metrics(State(ops): State<Ops>) -> impl IntoResponse {
-    (
-        [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        super::metrics::render(&ops.registry),
-    )
+    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], super::metrics::render(&ops.registry))
 }
 
 async fn health_report(State(ops): State<Ops>) -> impl IntoResponse {

@@ -12,7 +12,9 @@ use crate::{app, AppState};
 fn state() -> AppState {
     // Port 1 refuses connections at once; nothing in these tests needs the database
     // except `internal_errors_hide_the_cause`.
-    let pool = smartmeter_core::service::db::pool("postgres://nobody:secret@127.0.0.1:1/none", 2, "query-api").unwrap();
+    let pool =
+        smartmeter_core::service::db::pool("postgres://nobody:secret@127.0.0.1:1/none", 2, "query-api")
+            .unwrap();
     AppState::new(Store::new(pool)).unwrap()
 }
 

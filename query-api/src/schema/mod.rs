@@ -43,7 +43,8 @@ mod tests {
     /// what the code serves. `UPDATE_SCHEMA=1 cargo test -p smartmeter-query-api` rewrites it.
     #[test]
     fn sdl_matches_schema_graphql() {
-        let pool = smartmeter_core::service::db::pool("postgres://unused@127.0.0.1:1/none", 1, "query-api").unwrap();
+        let pool =
+            smartmeter_core::service::db::pool("postgres://unused@127.0.0.1:1/none", 1, "query-api").unwrap();
         let metrics = GraphqlMetrics::register(&prometheus::Registry::new()).unwrap();
         let sdl = build(Store::new(pool), metrics).sdl();
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("schema.graphql");
