@@ -1,6 +1,7 @@
 //! smartmeter's shared core: the one home of the domain.
 //!
 //! - [`device`]: device identity.
+//! - [`device_events`]: registry and status events on `smartmeter.device-events.v1`.
 //! - [`telemetry`]: the seed MQTT payload, its validation, the validated `Reading`
 //!   and dead letters.
 //! - [`energy`]: the meter counter's arithmetic: counter steps (resets, rollovers,
@@ -13,6 +14,7 @@
 
 pub mod billing;
 pub mod device;
+pub mod device_events;
 pub mod energy;
 pub mod event;
 pub mod telemetry;
