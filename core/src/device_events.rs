@@ -320,8 +320,7 @@ mod tests {
 
     #[test]
     fn absent_update_fields_are_absent_on_the_wire() {
-        let update =
-            DeviceUpdated { device_id: device("m1"), name: Some("Hall".into()), ..Default::default() };
+        let update = DeviceUpdated { name: Some("Hall".into()), ..DeviceUpdated::of(device("m1")) };
         assert_eq!(
             serde_json::to_value(&update).unwrap(),
             serde_json::json!({"device_id": "m1", "name": "Hall"})
