@@ -138,12 +138,17 @@ fn check_assignment(assigned: &TariffAssigned) -> Option<String> {
     if assigned.tariff_id.trim().is_empty() {
         return Some("the tariff id is empty".into());
     }
-    match assigned.sanctioned_load_kw {
-        Some(kw) if kw.is_sign_negative() && !kw.is_zero() => {
-            Some(format!("negative sanctioned load {kw} kW"))
+    for (what, load) in
+        [("sanctioned", assigned.sanctioned_load_kw), ("connected", assigned.connected_load_kw)]
+    {
+        match load {
+            Some(kw) if kw.is_sign_negative() && !kw.is_zero() => {
+                return Some(format!("negative {what} load {kw} kW"));
+            }
+            _ => {}
         }
-        _ => None,
     }
+    None
 }
 
 pub struct Worker {
@@ -448,6 +453,7 @@ mod tests {
             effective_from: jiff::civil::date(2024, 1, 1),
             sanctioned_load_kw: Some(rust_decimal::Decimal::NEGATIVE_ONE),
             phase: None,
+            connected_load_kw: None,
         };
         assert!(check_assignment(&assigned).unwrap().contains("negative"));
         assigned.sanctioned_load_kw = None;

@@ -207,6 +207,7 @@ mod tests {
             effective_from: date(2024, 1, 1),
             sanctioned_load_kw: None,
             phase: None,
+            connected_load_kw: None,
         }];
         price_period(event, &assignments, book)
     }

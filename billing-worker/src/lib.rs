@@ -10,7 +10,8 @@
 //! - [`bill`]: price, lock, decide and write a list of period events (shared by
 //!   consume and replay).
 //! - [`store`]: the SQL.
-//! - [`replay`]: re-pricing months of history read again from Kafka.
+//! - [`replay`]: re-pricing months of history read again from Kafka, on the command
+//!   line or as a job requested through the API (`replay_jobs`, claimed by `run`).
 //! - [`pdf`]: an invoice rendered as a PDF.
 //! - [`email`]: an invoice mailed with its PDF over SMTP.
 //! - [`metrics`]: what an operator watches.
@@ -64,6 +65,12 @@ pub struct Config {
     pub outbox_interval: Duration,
     pub lag_interval: Duration,
     pub mail: Option<MailConfig>,
+    /// How often to look for replays requested through the API (`replay_jobs` rows
+    /// with status `requested`).
+    pub replay_poll_interval: Duration,
+    /// Period events per transaction and pricing threads of a requested replay.
+    pub replay_batch_size: usize,
+    pub replay_threads: usize,
 }
 
 impl Config {
@@ -80,12 +87,16 @@ impl Config {
             outbox_interval: Duration::from_millis(200),
             lag_interval: Duration::from_secs(15),
             mail: None,
+            replay_poll_interval: Duration::from_secs(2),
+            replay_batch_size: 1000,
+            replay_threads: 1,
         }
     }
 }
 
 /// Runs the worker until `shutdown`: migrations, the consumer, the outbox publisher,
-/// the lag watch and (when configured) the mailer.
+/// the lag watch, the replays requested through the API and (when configured) the
+/// mailer.
 pub async fn run(
     config: Config,
     registry: &prometheus::Registry,
@@ -130,6 +141,19 @@ pub async fn run(
         topics.iter().map(|topic| (*topic).to_owned()).collect(),
         metrics.clone(),
         config.lag_interval,
+        shutdown.clone(),
+    )));
+    tasks.push(tokio::spawn(replay::serve_requests(
+        pool.clone(),
+        replay::RequestedReplays {
+            brokers: config.brokers.clone(),
+            topic: config.periods_topic.clone(),
+            invoices_topic: config.invoices_topic.clone(),
+            batch_size: config.replay_batch_size,
+            pricing_threads: config.replay_threads,
+            poll_interval: config.replay_poll_interval,
+        },
+        metrics.clone(),
         shutdown.clone(),
     )));
     if let Some(mail) = config.mail.clone() {

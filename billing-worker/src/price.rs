@@ -3,14 +3,14 @@
 //!
 //! The tariff is the device's assignment in force on the period's first day (a change
 //! of tariff takes effect from the next period), else the tariff the processor put on
-//! the period. The assignment's sanctioned load and phase, when given, are the
+//! the period. The assignment's sanctioned and connected load and phase, when given, are the
 //! contract and take precedence over the period's. A period that cannot be priced is
 //! [`Pricing::Unbillable`] with a reason, never dropped.
 
 use jiff::civil::Date;
 use rust_decimal::Decimal;
 use sha2::{Digest as _, Sha256};
-use smartmeter_core::billing::events::PeriodEvent;
+use smartmeter_core::billing::events::{PeriodEvent, TariffAssigned};
 use smartmeter_core::billing::{price_across_versions, BillingPeriod, Invoice, Phase};
 
 use crate::tariffs::TariffBook;
@@ -22,6 +22,19 @@ pub struct Assignment {
     pub effective_from: Date,
     pub sanctioned_load_kw: Option<Decimal>,
     pub phase: Option<Phase>,
+    pub connected_load_kw: Option<Decimal>,
+}
+
+impl From<&TariffAssigned> for Assignment {
+    fn from(assigned: &TariffAssigned) -> Self {
+        Self {
+            tariff_id: assigned.tariff_id.clone(),
+            effective_from: assigned.effective_from,
+            sanctioned_load_kw: assigned.sanctioned_load_kw,
+            phase: assigned.phase,
+            connected_load_kw: assigned.connected_load_kw,
+        }
+    }
 }
 
 /// The assignment that prices a period from `first_day` to `last_day`: the one in
@@ -81,9 +94,14 @@ pub fn price_period(event: &PeriodEvent, assignments: &[Assignment], book: &Tari
     }
     let with_contract;
     let period = match assignment {
-        Some(assignment) if assignment.sanctioned_load_kw.is_some() || assignment.phase.is_some() => {
+        Some(assignment)
+            if assignment.sanctioned_load_kw.is_some()
+                || assignment.phase.is_some()
+                || assignment.connected_load_kw.is_some() =>
+        {
             with_contract = BillingPeriod {
                 sanctioned_load_kw: assignment.sanctioned_load_kw.or(period.sanctioned_load_kw),
+                connected_load_kw: assignment.connected_load_kw.or(period.connected_load_kw),
                 phase: assignment.phase.or(period.phase),
                 ..period.clone()
             };
@@ -242,6 +260,7 @@ pub(crate) mod tests {
             effective_from: from,
             sanctioned_load_kw: None,
             phase: None,
+            connected_load_kw: None,
         }
     }
 

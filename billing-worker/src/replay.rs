@@ -102,31 +102,116 @@ struct PricedChunk {
     progress: Progress,
 }
 
+/// Runs a replay asked for on the command line: records it in `replay_jobs` (status
+/// `running`) and runs it to the end.
 pub async fn replay(
     pool: &Pool,
     request: &ReplayRequest,
     metrics: Option<&Metrics>,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<ReplayReport> {
-    let started = Instant::now();
     let client = pool.get().await.context("connect to PostgreSQL")?;
     let job_id =
         store::create_replay_job(&**client, request.from, request.to, request.device_id.as_deref()).await?;
     drop(client);
+    run_recorded_job(pool, request, job_id, metrics, shutdown, "cancelled").await
+}
+
+/// Runs the job `job_id` (already `running` in `replay_jobs`) and records how it ended:
+/// `succeeded`, `failed` with the error, or `on_cancel` when shut down before the end.
+async fn run_recorded_job(
+    pool: &Pool,
+    request: &ReplayRequest,
+    job_id: i64,
+    metrics: Option<&Metrics>,
+    shutdown: &CancellationToken,
+    on_cancel: &str,
+) -> anyhow::Result<ReplayReport> {
+    let started = Instant::now();
     tracing::info!(job_id, from = %request.from, to = ?request.to, device_id = ?request.device_id, "Replay started.");
     let result = run_job(pool, request, job_id, metrics, shutdown, started).await;
     let client = pool.get().await.context("connect to PostgreSQL")?;
     match &result {
         Ok(report) => {
-            let status = if shutdown.is_cancelled() { "cancelled" } else { "succeeded" };
+            let status = if shutdown.is_cancelled() { on_cancel } else { "succeeded" };
             store::finish_replay_job(&**client, job_id, status, None).await?;
             tracing::info!(job_id, status, progress = ?report.progress, seconds = report.elapsed.as_secs_f64(), "Replay finished.");
         }
         Err(error) => {
+            tracing::error!(job_id, error = format!("{error:#}"), "Replay failed.");
             store::finish_replay_job(&**client, job_id, "failed", Some(&format!("{error:#}"))).await?;
         }
     }
     result
+}
+
+/// How the worker runs the replays requested through the API.
+#[derive(Debug, Clone)]
+pub struct RequestedReplays {
+    pub brokers: String,
+    pub topic: String,
+    pub invoices_topic: String,
+    pub batch_size: usize,
+    pub pricing_threads: usize,
+    /// How often to look for a requested job when none is waiting.
+    pub poll_interval: Duration,
+}
+
+/// Runs the replays requested through the API until `shutdown`, one at a time: claims
+/// the oldest `requested` row of `replay_jobs` (FOR UPDATE SKIP LOCKED, so each job is
+/// run by one worker of the group), runs it with the same code as the command line and
+/// records progress and outcome in the row. A job interrupted by shutdown goes back to
+/// `requested` (a replay is idempotent, so the next worker simply runs it again).
+pub async fn serve_requests(
+    pool: Pool,
+    settings: RequestedReplays,
+    metrics: Metrics,
+    shutdown: CancellationToken,
+) {
+    while !shutdown.is_cancelled() {
+        let claimed = match pool.get().await {
+            Ok(mut client) => store::claim_replay_job(&mut client).await.map_err(anyhow::Error::from),
+            Err(error) => Err(anyhow::Error::from(error)),
+        };
+        match claimed {
+            Ok(Some(job)) => {
+                tracing::info!(job_id = job.job_id, requested_by = ?job.requested_by, "Requested replay claimed.");
+                let request = ReplayRequest {
+                    brokers: settings.brokers.clone(),
+                    topic: settings.topic.clone(),
+                    invoices_topic: settings.invoices_topic.clone(),
+                    from: job.from_month.first_of_month(),
+                    to: job.to_month.map(|to| to.first_of_month()),
+                    device_id: job.device_id,
+                    batch_size: settings.batch_size.max(1),
+                    pricing_threads: settings.pricing_threads.max(1),
+                    progress_bar: false,
+                };
+                let invalid = request.to.is_some_and(|to| to < request.from);
+                if invalid {
+                    let error = format!("to_month {:?} is before from_month {}", request.to, request.from);
+                    if let Ok(client) = pool.get().await {
+                        if let Err(db_error) =
+                            store::finish_replay_job(&**client, job.job_id, "failed", Some(&error)).await
+                        {
+                            tracing::warn!(%db_error, "Cannot record a refused replay job.");
+                        }
+                    }
+                    continue;
+                }
+                // The outcome is recorded in the row; an error is logged there too.
+                let _ = run_recorded_job(&pool, &request, job.job_id, Some(&metrics), &shutdown, "requested")
+                    .await;
+                continue;
+            }
+            Ok(None) => {}
+            Err(error) => tracing::warn!(error = format!("{error:#}"), "Cannot look for requested replays."),
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(settings.poll_interval) => {}
+        }
+    }
 }
 
 async fn run_job(

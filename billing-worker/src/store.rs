@@ -82,11 +82,12 @@ pub async fn upsert_assignment(
 ) -> Result<(), tokio_postgres::Error> {
     tx.execute(
         "INSERT INTO tariff_assignments
-             (device_id, effective_from, tariff_id, sanctioned_load_kw, phase, event_id, assigned_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7)
+             (device_id, effective_from, tariff_id, sanctioned_load_kw, phase, event_id, assigned_at,
+              connected_load_kw)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
          ON CONFLICT (device_id, effective_from) DO UPDATE SET
              tariff_id = EXCLUDED.tariff_id, sanctioned_load_kw = EXCLUDED.sanctioned_load_kw,
-             phase = EXCLUDED.phase, event_id = EXCLUDED.event_id, assigned_at = EXCLUDED.assigned_at,
+             phase = EXCLUDED.phase, connected_load_kw = EXCLUDED.connected_load_kw, event_id = EXCLUDED.event_id, assigned_at = EXCLUDED.assigned_at,
              stored_at = now()",
         &[
             &assigned.device_id.as_str(),
@@ -96,6 +97,7 @@ pub async fn upsert_assignment(
             &assigned.phase.map(phase_text),
             &event_id,
             &assigned_at,
+            &assigned.connected_load_kw,
         ],
     )
     .await?;
@@ -116,7 +118,7 @@ pub async fn load_assignments(
 ) -> Result<HashMap<String, Vec<Assignment>>, tokio_postgres::Error> {
     let rows = client
         .query(
-            "SELECT device_id, tariff_id, effective_from, sanctioned_load_kw, phase
+            "SELECT device_id, tariff_id, effective_from, sanctioned_load_kw, phase, connected_load_kw
              FROM tariff_assignments WHERE device_id = ANY($1) ORDER BY device_id, effective_from",
             &[&devices],
         )
@@ -133,6 +135,7 @@ pub async fn load_assignments(
             effective_from: row.get(2),
             sanctioned_load_kw: row.get(3),
             phase,
+            connected_load_kw: row.get(5),
         });
     }
     Ok(by_device)
@@ -567,6 +570,52 @@ pub async fn create_replay_job(
     Ok(row.get(0))
 }
 
+/// A `requested` replay job claimed by this worker (now `running`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimedJob {
+    pub job_id: i64,
+    pub from_month: Date,
+    pub to_month: Option<Date>,
+    pub device_id: Option<String>,
+    pub requested_by: Option<String>,
+}
+
+/// Claims the oldest `requested` replay job: skips rows another worker holds, sets it
+/// `running` and its counters to zero (a job that went back to `requested` after a
+/// shutdown starts afresh).
+pub async fn claim_replay_job(
+    client: &mut deadpool_postgres::Object,
+) -> Result<Option<ClaimedJob>, tokio_postgres::Error> {
+    let tx = client.transaction().await?;
+    let Some(row) = tx
+        .query_opt(
+            "SELECT job_id, from_month, to_month, device_id, requested_by FROM replay_jobs
+             WHERE status = 'requested' ORDER BY job_id LIMIT 1 FOR UPDATE SKIP LOCKED",
+            &[],
+        )
+        .await?
+    else {
+        return Ok(None);
+    };
+    let job = ClaimedJob {
+        job_id: row.get(0),
+        from_month: row.get(1),
+        to_month: row.get(2),
+        device_id: row.get(3),
+        requested_by: row.get(4),
+    };
+    tx.execute(
+        "UPDATE replay_jobs SET status = 'running', started_at = now(), updated_at = now(), error = NULL,
+             finished_at = NULL, records_total = 0, records_read = 0, periods_matched = 0,
+             invoices_issued = 0, invoices_revised = 0, unchanged = 0, unbillable = 0, stale = 0
+         WHERE job_id = $1",
+        &[&job.job_id],
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(Some(job))
+}
+
 pub async fn set_replay_total(
     client: &impl GenericClient,
     job_id: i64,
@@ -615,7 +664,8 @@ pub async fn finish_replay_job(
 ) -> Result<(), tokio_postgres::Error> {
     client
         .execute(
-            "UPDATE replay_jobs SET status = $2, error = $3, finished_at = now(), updated_at = now()
+            "UPDATE replay_jobs SET status = $2, error = $3, updated_at = now(),
+                 finished_at = CASE WHEN $2 = 'requested' THEN NULL ELSE now() END
              WHERE job_id = $1",
             &[&job_id, &status, &error],
         )

@@ -139,21 +139,34 @@ pub struct TariffAssigned {
     pub sanctioned_load_kw: Option<Decimal>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<Phase>,
+    /// Connected load, for tariffs that charge by it (a monthly minimum per kW of
+    /// connected load). Added after the first release: absent in older events.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connected_load_kw: Option<Decimal>,
 }
 
 impl TariffAssigned {
     pub fn event_id(&self) -> String {
-        derived_event_id(&[
-            "tariff-assigned",
-            self.device_id.as_str(),
-            &self.tariff_id,
-            &self.effective_from.to_string(),
-            &self.sanctioned_load_kw.map(|kw| kw.normalize().to_string()).unwrap_or_default(),
-            self.phase.map_or("", |phase| match phase {
-                Phase::Single => "single",
-                Phase::Three => "three",
-            }),
-        ])
+        let sanctioned = self.sanctioned_load_kw.map(|kw| kw.normalize().to_string()).unwrap_or_default();
+        let phase = self.phase.map_or("", |phase| match phase {
+            Phase::Single => "single",
+            Phase::Three => "three",
+        });
+        let base =
+            ["tariff-assigned", self.device_id.as_str(), &self.tariff_id, &self.effective_from.to_string()];
+        match self.connected_load_kw {
+            // Events without a connected load keep the ids they had before the field existed.
+            None => derived_event_id(&[base[0], base[1], base[2], base[3], &sanctioned, phase]),
+            Some(kw) => derived_event_id(&[
+                base[0],
+                base[1],
+                base[2],
+                base[3],
+                &sanctioned,
+                phase,
+                &format!("connected:{}", kw.normalize()),
+            ]),
+        }
     }
 }
 
@@ -263,11 +276,32 @@ mod tests {
             effective_from: date(2024, 1, 1),
             sanctioned_load_kw: Some(Decimal::new(30, 1)),
             phase: Some(Phase::Single),
+            connected_load_kw: None,
         };
         let mut three = assigned.clone();
         three.sanctioned_load_kw = Some(Decimal::new(3, 0));
         assert_eq!(assigned.event_id(), three.event_id(), "3.0 kW and 3 kW are the same load");
         three.phase = Some(Phase::Three);
         assert_ne!(assigned.event_id(), three.event_id());
+        // The id of an event without a connected load did not change when the field came.
+        assert_eq!(
+            assigned.event_id(),
+            derived_event_id(&[
+                "tariff-assigned",
+                "meter-001",
+                "kseb_lt1_domestic_2019",
+                "2024-01-01",
+                "3",
+                "single"
+            ])
+        );
+        let mut connected = assigned.clone();
+        connected.connected_load_kw = Some(Decimal::new(2, 0));
+        assert_ne!(assigned.event_id(), connected.event_id());
+        let old_form: TariffAssigned = serde_json::from_str(
+            r#"{"device_id":"meter-001","tariff_id":"t","effective_from":"2024-01-01"}"#,
+        )
+        .unwrap();
+        assert_eq!(old_form.connected_load_kw, None);
     }
 }

@@ -16,9 +16,21 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
     (2, "telemetry_rejects", include_str!("../../migrations/0002_telemetry_rejects.sql")),
     (3, "billing_periods", include_str!("../../migrations/0003_billing_periods.sql")),
     (4, "billing", include_str!("../../migrations/0004_billing.sql")),
+    (7, "billing_replay_requests", include_str!("../../migrations/0007_billing_replay_requests.sql")),
 ];
 
-pub const SCHEMA_VERSION: i32 = MIGRATIONS[MIGRATIONS.len() - 1].0;
+/// The highest migration number this binary knows.
+pub const SCHEMA_VERSION: i32 = {
+    let mut newest = 0;
+    let mut index = 0;
+    while index < MIGRATIONS.len() {
+        if MIGRATIONS[index].0 > newest {
+            newest = MIGRATIONS[index].0;
+        }
+        index += 1;
+    }
+    newest
+};
 
 /// Arbitrary constant shared by every smartmeter service for the migration lock.
 const MIGRATION_LOCK_KEY: i64 = 0x736d_6d74_7200;
@@ -58,14 +70,20 @@ async fn apply_missing(client: &mut deadpool_postgres::Object) -> anyhow::Result
                  applied_at timestamptz NOT NULL DEFAULT now())",
         )
         .await?;
-    let applied: Option<i32> =
-        client.query_one("SELECT max(version) FROM schema_migrations", &[]).await?.get(0);
-    let applied = applied.unwrap_or(0);
+    let applied: Vec<i32> = client
+        .query("SELECT version FROM schema_migrations", &[])
+        .await?
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    let newest = applied.iter().copied().max().unwrap_or(0);
     anyhow::ensure!(
-        applied <= SCHEMA_VERSION,
-        "database schema is version {applied}, newer than this binary's {SCHEMA_VERSION}; upgrade the binary"
+        newest <= SCHEMA_VERSION,
+        "database schema is version {newest}, newer than this binary's {SCHEMA_VERSION}; upgrade the binary"
     );
-    for (version, name, sql) in MIGRATIONS.iter().filter(|(v, _, _)| *v > applied) {
+    // Every file not applied yet, also one numbered below the newest applied (numbers
+    // are handed out to parts developed side by side and may land out of order).
+    for (version, name, sql) in MIGRATIONS.iter().filter(|(v, _, _)| !applied.contains(v)) {
         let tx = client.transaction().await?;
         tx.batch_execute(sql).await.with_context(|| format!("apply migration {version} {name}"))?;
         tx.execute("INSERT INTO schema_migrations (version, name) VALUES ($1, $2)", &[version, name]).await?;

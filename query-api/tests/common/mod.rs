@@ -99,7 +99,8 @@ fn telemetry_records(prefix: &str) -> Vec<(String, String)> {
 /// a PZEM-004T does after its energy is reset. The energy is the same, so the daily
 /// sums stay the CSV's; the processor records a `reset` counter event.
 fn reset_counter_at(readings: &mut [meter_simulator::counter::MeterReading], at: Timestamp) {
-    let base = readings.iter().rev().find(|r| r.timestamp <= at).expect("a reading before the reset").energy_mwh;
+    let base =
+        readings.iter().rev().find(|r| r.timestamp <= at).expect("a reading before the reset").energy_mwh;
     for reading in readings.iter_mut().filter(|r| r.timestamp > at) {
         reading.energy_mwh -= base;
     }
@@ -205,6 +206,7 @@ async fn bill_closed_periods(url: &str, prefix: &str) {
             effective_from: jiff::civil::date(2012, 10, 1),
             sanctioned_load_kw: None,
             phase: None,
+            connected_load_kw: None,
         };
         store::upsert_assignment(&tx, &assigned, &assigned.event_id(), Timestamp::now()).await.unwrap();
         assignments.insert(
@@ -214,6 +216,7 @@ async fn bill_closed_periods(url: &str, prefix: &str) {
                 effective_from: assigned.effective_from,
                 sanctioned_load_kw: None,
                 phase: None,
+                connected_load_kw: None,
             }],
         );
     }
