@@ -95,6 +95,11 @@ postgres_provision() {
             postgres_admin_sql -d "$db" -c "CREATE EXTENSION IF NOT EXISTS timescaledb"
         fi
     done
+    if postgres_has_timescaledb; then
+        # The databases the tests create are copies of template1: with the extension
+        # there, they exercise the TimescaleDB path too.
+        postgres_admin_sql -d template1 -c "CREATE EXTENSION IF NOT EXISTS timescaledb"
+    fi
 }
 
 # After a crash (kill -9) the old postmaster may linger as a zombie for a moment; pg_ctl

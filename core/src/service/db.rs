@@ -19,6 +19,17 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
     (7, "billing_replay_requests", include_str!("../../migrations/0007_billing_replay_requests.sql")),
 ];
 
+/// (version, name, SQL) applied only where the TimescaleDB extension is installed:
+/// compression and continuous aggregates. Each statement runs on its own, outside a
+/// transaction (a continuous aggregate cannot be created inside one), so every
+/// statement must be idempotent. Without the extension they are not applied and not
+/// recorded: installing it later and restarting applies them.
+pub const TIMESCALE_MIGRATIONS: &[(i32, &str, &str)] = &[(
+    8,
+    "timescale_compression_and_gauges",
+    include_str!("../../migrations/timescale/0008_compression_and_gauges.sql"),
+)];
+
 /// The highest migration number this binary knows.
 pub const SCHEMA_VERSION: i32 = {
     let mut newest = 0;
@@ -26,6 +37,13 @@ pub const SCHEMA_VERSION: i32 = {
     while index < MIGRATIONS.len() {
         if MIGRATIONS[index].0 > newest {
             newest = MIGRATIONS[index].0;
+        }
+        index += 1;
+    }
+    let mut index = 0;
+    while index < TIMESCALE_MIGRATIONS.len() {
+        if TIMESCALE_MIGRATIONS[index].0 > newest {
+            newest = TIMESCALE_MIGRATIONS[index].0;
         }
         index += 1;
     }
@@ -90,7 +108,45 @@ async fn apply_missing(client: &mut deadpool_postgres::Object) -> anyhow::Result
         tx.commit().await?;
         tracing::info!(version, name, "Applied migration.");
     }
+    let timescale =
+        client.query_opt("SELECT 1 FROM pg_extension WHERE extname = 'timescaledb'", &[]).await?.is_some();
+    if timescale {
+        for (version, name, sql) in TIMESCALE_MIGRATIONS.iter().filter(|(v, _, _)| !applied.contains(v)) {
+            for statement in sql_statements(sql) {
+                client
+                    .batch_execute(&statement)
+                    .await
+                    .with_context(|| format!("apply TimescaleDB migration {version} {name}: {statement}"))?;
+            }
+            client
+                .execute("INSERT INTO schema_migrations (version, name) VALUES ($1, $2)", &[version, name])
+                .await?;
+            tracing::info!(version, name, "Applied TimescaleDB migration.");
+        }
+    }
     Ok(SCHEMA_VERSION)
+}
+
+/// The statements of a migration file without comments: each ends with a `;` at the
+/// end of a line (the files of TIMESCALE_MIGRATIONS hold no function bodies).
+fn sql_statements(sql: &str) -> Vec<String> {
+    let mut statements = Vec::new();
+    let mut current = String::new();
+    for line in sql.lines() {
+        let code = line.split("--").next().unwrap_or_default().trim_end();
+        if code.trim().is_empty() {
+            continue;
+        }
+        current.push_str(code);
+        current.push('\n');
+        if code.ends_with(';') {
+            statements.push(std::mem::take(&mut current));
+        }
+    }
+    if !current.trim().is_empty() {
+        statements.push(current);
+    }
+    statements
 }
 
 /// [`migrate`], retried with back-off until it succeeds (the database may still be
@@ -128,4 +184,31 @@ pub async fn has_timescale(pool: &Pool) -> anyhow::Result<bool> {
         .query_one("SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'timescaledb')", &[])
         .await?;
     Ok(row.get(0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timescale_files_split_into_whole_statements() {
+        for (_, name, sql) in TIMESCALE_MIGRATIONS {
+            let statements = sql_statements(sql);
+            assert!(statements.len() >= 4, "{name}");
+            for statement in &statements {
+                assert!(statement.trim_end().ends_with(';'), "{name}: {statement}");
+                assert!(!statement.contains("--"), "{name}: comments are dropped");
+            }
+        }
+        assert_eq!(
+            sql_statements("SELECT 1; -- one\n-- two\nSELECT\n  2;\n"),
+            ["SELECT 1;\n", "SELECT\n  2;\n"]
+        );
+    }
+
+    #[test]
+    fn schema_version_covers_both_lists() {
+        let newest = MIGRATIONS.iter().chain(TIMESCALE_MIGRATIONS).map(|(v, _, _)| *v).max().unwrap();
+        assert_eq!(SCHEMA_VERSION, newest);
+    }
 }
