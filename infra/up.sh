@@ -22,7 +22,8 @@ list=$(services_for "${1:-all}")
 mapfile -t services <<<"$list"
 
 # One apt-get update + install for everything that is missing.
-packages=(iproute2)
+# poppler-utils: the billing worker's tests read invoice PDFs back (pdftotext, pdfinfo).
+packages=(iproute2 poppler-utils)
 for service in "${services[@]}"; do
     read -ra needed <<<"$("${service}_packages")"
     packages+=("${needed[@]}")

@@ -190,6 +190,7 @@ pub fn render(invoice: &InvoiceEvent) -> Result<Vec<u8>, PdfError> {
     let mut document = Document::new();
     let mut remaining = rows.as_slice();
     let mut page_number = 1;
+    let mut current_part: Option<String> = None;
     loop {
         let mut page = document.start_page_with(PageSettings::from_wh(PAGE_WIDTH, PAGE_HEIGHT).expect("A4"));
         let mut surface = page.surface();
@@ -199,10 +200,17 @@ pub fn render(invoice: &InvoiceEvent) -> Result<Vec<u8>, PdfError> {
             y = summary(&mut canvas, invoice, &zone, y);
         }
         y = table_head(&mut canvas, currency, y);
+        // A page that starts inside a tariff version's lines says whose lines they are.
+        if let (Some(Row::Line(_)), Some(title)) = (remaining.first(), &current_part) {
+            y = table_row(&mut canvas, &Row::Part(format!("{title} (continued)")), y, false);
+        }
         let mut shaded = false;
         while let Some((row, rest)) = remaining.split_first() {
             if y + 16.0 > BOTTOM - 90.0 && rest.len() > 2 {
                 break;
+            }
+            if let Row::Part(title) = row {
+                current_part = Some(title.clone());
             }
             y = table_row(&mut canvas, row, y, shaded);
             shaded = !shaded;
@@ -276,7 +284,13 @@ fn summary(canvas: &mut Canvas, invoice: &InvoiceEvent, zone: &TimeZone, mut y: 
     ];
     for (label, value) in fields {
         canvas.text(&fonts.regular, 9.0, MUTED, MARGIN, y, Align::Left, label);
-        canvas.text(&fonts.regular, 10.0, INK, MARGIN + 100.0, y, Align::Left, &value);
+        let lines = wrap(&fonts.regular, 10.0, &value, COL_AMOUNT - MARGIN - 100.0);
+        for (index, line) in lines.iter().enumerate() {
+            if index > 0 {
+                y += 13.0;
+            }
+            canvas.text(&fonts.regular, 10.0, INK, MARGIN + 100.0, y, Align::Left, line);
+        }
         y += 15.0;
     }
 
@@ -461,6 +475,24 @@ fn money(amount: Decimal) -> String {
         amount.rescale(2);
     }
     group_digits(&amount.to_string())
+}
+
+/// `text` in lines no wider than `width`, broken after ", " (a list of versions); a
+/// piece wider than the line on its own gets a line of its own.
+fn wrap(face: &Face, size: f32, text: &str, width: f32) -> Vec<String> {
+    let mut lines: Vec<String> = Vec::new();
+    let mut line = String::new();
+    for piece in text.split_inclusive(", ") {
+        let candidate = format!("{line}{piece}");
+        if !line.is_empty() && face.width(candidate.trim_end(), size) > width {
+            lines.push(line.trim_end().to_owned());
+            line = piece.to_owned();
+        } else {
+            line = candidate;
+        }
+    }
+    lines.push(line.trim_end().to_owned());
+    lines
 }
 
 fn ellipsize(face: &Face, size: f32, text: &str, width: f32) -> String {
