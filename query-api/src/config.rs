@@ -23,6 +23,10 @@ pub struct Config {
     /// Seconds in-flight requests get to finish after SIGTERM before the process exits.
     #[arg(long, env = "SMARTMETER_QUERY_API_DRAIN_TIMEOUT_SECONDS", default_value_t = 10)]
     pub drain_timeout_seconds: u64,
+
+    /// The built web dashboard (`npm run build` in query-api/dashboard), served at `/`.
+    #[arg(long, env = "SMARTMETER_QUERY_API_DASHBOARD_DIR", default_value = crate::dashboard::DEFAULT_DIR)]
+    pub dashboard_dir: std::path::PathBuf,
 }
 
 impl Config {
@@ -38,6 +42,7 @@ impl std::fmt::Debug for Config {
             .field("database_url", &"<redacted>")
             .field("db_pool_size", &self.db_pool_size)
             .field("drain_timeout_seconds", &self.drain_timeout_seconds)
+            .field("dashboard_dir", &self.dashboard_dir)
             .finish()
     }
 }

@@ -6,10 +6,12 @@
 //! - [`store`]: parameterised SQL over devices, readings and energy rollups.
 //! - [`http`]: axum routes: `/graphql`, `/graphiql`, `/health`, `/metrics`.
 //! - [`ops`]: the `postgres` health check and pool gauges.
+//! - [`dashboard`]: the built web dashboard as static files at `/`.
 //!
 //! [`run`] wires them: pool, migrations, health watch, server, graceful shutdown.
 
 pub mod config;
+pub mod dashboard;
 pub mod http;
 pub mod ops;
 pub mod schema;
@@ -69,7 +71,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     let watch = tokio::spawn(ops::watch_postgres(store, state.health.clone(), shutdown.clone()));
 
     tracing::info!(addr = %config.listen, "Serving /graphql, /graphiql, /health, /metrics.");
-    let server = axum::serve(listener, app(state)).with_graceful_shutdown(shutdown.clone().cancelled_owned());
+    let router = dashboard::serve(app(state), &config.dashboard_dir);
+    let server = axum::serve(listener, router).with_graceful_shutdown(shutdown.clone().cancelled_owned());
     let drain = async {
         shutdown.cancelled().await;
         tokio::time::sleep(config.drain_timeout()).await;
