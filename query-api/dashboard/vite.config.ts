@@ -1,0 +1,22 @@
+import { defineConfig } from "vite";
+import react from "@vitejs/plugin-react";
+
+// `npm run dev` proxies the API to a running query-api (default the demo's on :8080),
+// so the dashboard talks to the same origin in development as when query-api serves it.
+const api = process.env.SMARTMETER_QUERY_API_URL ?? "http://127.0.0.1:8080";
+
+export default defineConfig({
+  plugins: [react()],
+  build: {
+    outDir: "dist",
+    sourcemap: true,
+    chunkSizeWarningLimit: 1024,
+  },
+  server: {
+    proxy: {
+      "/graphql": { target: api, ws: true },
+      "/api": api,
+      "/health": api,
+    },
+  },
+});
