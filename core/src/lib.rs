@@ -4,6 +4,7 @@
 //! - [`device_events`]: registry and status events on `smartmeter.device-events.v1`.
 //! - [`telemetry`]: the seed MQTT payload, its validation, the validated `Reading`
 //!   and dead letters.
+//! - [`status`]: the meter's MQTT status messages (birth `online`, last will `offline`).
 //! - [`energy`]: the meter counter's arithmetic: counter steps (resets, rollovers,
 //!   jitter, quarantine) and their split into local hours and days.
 //! - [`event`]: the CloudEvents envelope and deterministic event ids.
@@ -17,6 +18,7 @@ pub mod device;
 pub mod device_events;
 pub mod energy;
 pub mod event;
+pub mod status;
 pub mod telemetry;
 pub mod topics;
 

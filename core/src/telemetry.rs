@@ -104,10 +104,13 @@ pub enum RejectCode {
     InvalidTimestamp,
     InvalidDeviceId,
     DeviceMismatch,
+    /// A status message (`smartmeter/{id}/status`) that is neither `online` nor
+    /// `offline` (plain or as `{"status": ...}`).
+    InvalidStatus,
 }
 
 impl RejectCode {
-    pub const ALL: [RejectCode; 10] = [
+    pub const ALL: [RejectCode; 11] = [
         RejectCode::InvalidTopic,
         RejectCode::PayloadTooLarge,
         RejectCode::InvalidJson,
@@ -118,6 +121,7 @@ impl RejectCode {
         RejectCode::InvalidTimestamp,
         RejectCode::InvalidDeviceId,
         RejectCode::DeviceMismatch,
+        RejectCode::InvalidStatus,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -132,6 +136,7 @@ impl RejectCode {
             RejectCode::InvalidTimestamp => "invalid_timestamp",
             RejectCode::InvalidDeviceId => "invalid_device_id",
             RejectCode::DeviceMismatch => "device_mismatch",
+            RejectCode::InvalidStatus => "invalid_status",
         }
     }
 }
@@ -144,7 +149,7 @@ pub struct Rejection {
 }
 
 impl Rejection {
-    fn new(code: RejectCode, reason: impl Into<String>) -> Self {
+    pub(crate) fn new(code: RejectCode, reason: impl Into<String>) -> Self {
         Self { code, reason: reason.into() }
     }
 }
@@ -153,7 +158,7 @@ impl Rejection {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DeadLetter {
     pub mqtt_topic: String,
-    /// The device the topic names, when the topic is well formed.
+    /// The device the topic names, when the topic is a well-formed telemetry or status topic.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub device_id: Option<String>,
     pub received_at: Timestamp,
@@ -167,7 +172,10 @@ impl DeadLetter {
     pub fn new(mqtt_topic: &str, payload: &[u8], received_at: Timestamp, rejection: Rejection) -> Self {
         Self {
             mqtt_topic: mqtt_topic.to_owned(),
-            device_id: device_from_topic(mqtt_topic).ok().map(String::from),
+            device_id: device_from_topic(mqtt_topic)
+                .or_else(|_| crate::status::device_from_status_topic(mqtt_topic))
+                .ok()
+                .map(String::from),
             received_at,
             error_code: rejection.code,
             reason: rejection.reason,

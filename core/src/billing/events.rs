@@ -48,6 +48,8 @@ pub enum QualityFlag {
     ClockUnsynced,
     /// No reading at or before the period start: billing starts at the first reading.
     NoOpeningRead,
+    /// The meter was decommissioned in this period: the closing read is its final read.
+    Decommissioned,
 }
 
 /// The data of PeriodClosed (`revision` 0) and PeriodAdjusted (`revision` ≥ 1): a

@@ -16,6 +16,7 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
     (2, "telemetry_rejects", include_str!("../../migrations/0002_telemetry_rejects.sql")),
     (3, "billing_periods", include_str!("../../migrations/0003_billing_periods.sql")),
     (4, "billing", include_str!("../../migrations/0004_billing.sql")),
+    (5, "device_registry", include_str!("../../migrations/0005_device_registry.sql")),
     (7, "billing_replay_requests", include_str!("../../migrations/0007_billing_replay_requests.sql")),
 ];
 
