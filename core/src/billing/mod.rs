@@ -8,6 +8,8 @@
 //! - [`price`](mod@price): [`price()`] one version, [`price_across_versions`] splitting at
 //!   tariff changes; [`PricingError`].
 //! - [`invoice`]: the result: [`Invoice`] lines and total.
+//! - [`projection`]: the month in progress: its bill projected to the month's end and
+//!   the kWh left before the next slab.
 //! - [`rounding`]: the tariff's rounding rule.
 //! - [`events`]: the billing events on Kafka: periods from the processor
 //!   ([`events::PeriodEvent`]), tariff versions and assignments, invoices issued and revised.
@@ -19,6 +21,7 @@ pub mod events;
 pub mod invoice;
 pub mod period;
 pub mod price;
+pub mod projection;
 pub mod rounding;
 mod serde_decimal;
 pub mod tariff;
