@@ -17,6 +17,7 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
     (3, "billing_periods", include_str!("../../migrations/0003_billing_periods.sql")),
     (4, "billing", include_str!("../../migrations/0004_billing.sql")),
     (5, "device_registry", include_str!("../../migrations/0005_device_registry.sql")),
+    (6, "api_access", include_str!("../../migrations/0006_api_access.sql")),
     (7, "billing_replay_requests", include_str!("../../migrations/0007_billing_replay_requests.sql")),
 ];
 
