@@ -1,0 +1,58 @@
+// What the browser tests share: the stack's description, GraphQL over HTTP (the same
+// API the dashboard uses, to compute the expected figures independently), MQTT.
+
+import { execFileSync } from "node:child_process";
+import { expect, type Page } from "@playwright/test";
+
+export interface Stack {
+  url: string;
+  graphql: string;
+  prefix: string;
+  devices: string[];
+  unassignedDevice: string;
+  tariffId: string;
+  readings: number;
+  databaseUrl: string;
+  tokens?: Record<string, string>;
+}
+
+export function stack(): Stack {
+  const json = process.env.SMARTMETER_DASHBOARD_STACK;
+  if (!json) throw new Error("SMARTMETER_DASHBOARD_STACK is not set (global setup did not run)");
+  return JSON.parse(json) as Stack;
+}
+
+export async function graphql<T>(query: string, variables: Record<string, unknown> = {}, token?: string): Promise<T> {
+  const response = await fetch(stack().graphql, {
+    method: "POST",
+    headers: { "content-type": "application/json", ...(token ? { authorization: `Bearer ${token}` } : {}) },
+    body: JSON.stringify({ query, variables }),
+  });
+  const body = (await response.json()) as { data?: T; errors?: unknown[] };
+  if (body.errors) throw new Error(`GraphQL errors: ${JSON.stringify(body.errors)}`);
+  return body.data as T;
+}
+
+/** Publishes `payload` on `topic` with mosquitto_pub and the simulator's account (infra/env.sh). */
+export function mqttPublish(topic: string, payload: string): void {
+  execFileSync("mosquitto_pub", [
+    "-h", process.env.SMARTMETER_MQTT_HOST ?? "127.0.0.1",
+    "-p", process.env.SMARTMETER_MQTT_PORT ?? "1883",
+    "-u", process.env.SMARTMETER_MQTT_SIMULATOR_USER ?? "smartmeter-simulator",
+    "-P", process.env.SMARTMETER_MQTT_SIMULATOR_PASSWORD ?? "simulator-dev-only",
+    "-q", "1",
+    "-t", topic,
+    "-m", payload,
+  ]);
+}
+
+/** Saves a screenshot under screenshots/ (committed) at the page's current width. */
+export async function screenshot(page: Page, name: string): Promise<void> {
+  await page.screenshot({ path: `screenshots/${name}.png`, fullPage: true });
+}
+
+export async function pickMeter(page: Page, deviceId: string): Promise<void> {
+  const picker = page.getByTestId("meter-picker");
+  await expect(picker.locator(`option[value="${deviceId}"]`)).toHaveCount(1);
+  await picker.selectOption(deviceId);
+}

@@ -1,0 +1,468 @@
+//! The stack the dashboard's browser tests run against (`query-api/dashboard/tests`),
+//! in this one process, on the real Mosquitto, Kafka and PostgreSQL of `infra/up.sh`:
+//! a database and Kafka topics of its own, the bridge, the processor, the billing
+//! worker and the query API serving the built dashboard. The ten London households of
+//! January 2013 (`shared/data`) are replayed over MQTT with the simulator's account,
+//! January closes, a tariff (the Ofgem cap rates, re-dated to 2012) is published and
+//! assigned as events, and the worker issues the invoices.
+//!
+//! When everything is ready it prints one line, `DASHBOARD_STACK {json}` (URL, device
+//! ids, topics, database URL), then runs until SIGTERM, ctrl-c or its standard input
+//! closes, and cleans up: services stopped, the bridge's MQTT session discarded, the
+//! database dropped.
+//!
+//! ```sh
+//! . infra/env.sh && cargo run -p smartmeter-query-api --example dashboard_stack
+//! ```
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::Parser as _;
+use jiff::{SignedDuration, Timestamp};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use serde_json::json;
+use smartmeter_core::billing::events::{
+    TariffAssigned, TariffVersionPublished, TARIFF_ASSIGNED, TARIFF_VERSION_PUBLISHED,
+};
+use smartmeter_core::billing::TariffDocument;
+use smartmeter_core::event::Envelope;
+use smartmeter_core::service::health::Health;
+use smartmeter_core::service::testkit::{self, TestDatabase};
+use smartmeter_core::telemetry::telemetry_topic;
+use smartmeter_core::{topics, DeviceId};
+use tokio::io::AsyncReadExt as _;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+const LONDON_JANUARY: &str =
+    concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/data/lcl_halfhourly_2013-01_10households.csv");
+const OFGEM_TARIFF: &str =
+    concat!(env!("CARGO_MANIFEST_DIR"), "/../core/tariffs/ofgem_price_cap_2024q3.json");
+/// The tariff every household but [`UNASSIGNED`] is billed on.
+const TARIFF_ID: &str = "london-standard";
+/// Left without a tariff, as a newly discovered meter is.
+const UNASSIGNED: &str = "MAC000016";
+const WAIT: Duration = Duration::from_secs(300);
+
+struct Topics {
+    telemetry: String,
+    dlq: String,
+    device_events: String,
+    periods: String,
+    tariffs: String,
+    invoices: String,
+}
+
+impl Topics {
+    async fn create(brokers: &str) -> anyhow::Result<Self> {
+        let topics = Self {
+            telemetry: testkit::unique_name("smartmeter.telemetry.dash"),
+            dlq: testkit::unique_name("smartmeter.telemetry.dlq.dash"),
+            device_events: testkit::unique_name("smartmeter.device-events.dash"),
+            periods: testkit::unique_name("smartmeter.billing-periods.dash"),
+            tariffs: testkit::unique_name("smartmeter.tariff-events.dash"),
+            invoices: testkit::unique_name("smartmeter.invoices.dash"),
+        };
+        for (topic, partitions) in [
+            (&topics.telemetry, topics::TELEMETRY.partitions),
+            (&topics.dlq, 1),
+            (&topics.device_events, 3),
+            (&topics.periods, 3),
+            (&topics.tariffs, 1),
+            (&topics.invoices, 3),
+        ] {
+            testkit::create_topic(brokers, topic, partitions)
+                .await
+                .with_context(|| format!("create {topic} (is infra/up.sh running?)"))?;
+        }
+        Ok(topics)
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn mqtt() -> (String, u16) {
+    let host = testkit::env_or("SMARTMETER_MQTT_HOST", "127.0.0.1");
+    let port = testkit::env_or("SMARTMETER_MQTT_PORT", "1883").parse().expect("SMARTMETER_MQTT_PORT");
+    (host, port)
+}
+
+async fn connect(url: &str) -> anyhow::Result<tokio_postgres::Client> {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await?;
+    tokio::spawn(connection);
+    Ok(client)
+}
+
+/// Waits until `sql` (one bigint) reaches `expected`; the tables may not exist yet.
+async fn wait_for(url: &str, sql: &str, expected: i64) -> anyhow::Result<()> {
+    let client = connect(url).await?;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let reached: i64 = client.query_one(sql, &[]).await.map_or(0, |row| row.get(0));
+        if reached >= expected {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "{sql}: {reached} of {expected} after {WAIT:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+async fn wait_healthy(url: &str) -> anyhow::Result<()> {
+    let http = reqwest::Client::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        if http.get(url).send().await.is_ok_and(|response| response.status().is_success()) {
+            return Ok(());
+        }
+        anyhow::ensure!(tokio::time::Instant::now() < deadline, "{url} not healthy after 120 s");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The processor publishes period events to the fixed topic name; in this database a
+/// trigger sends them to this stack's own periods topic instead.
+async fn route_periods_to(url: &str, periods_topic: &str) -> anyhow::Result<()> {
+    let pool = smartmeter_core::service::db::pool(url, 1, "dashboard-stack")?;
+    smartmeter_core::service::db::migrate(&pool).await?;
+    let sql = format!(
+        "CREATE FUNCTION dashboard_route_periods() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN
+             IF NEW.topic = '{}' THEN NEW.topic := '{periods_topic}'; END IF;
+             RETURN NEW;
+         END $$;
+         CREATE TRIGGER dashboard_route_periods BEFORE INSERT ON outbox
+             FOR EACH ROW EXECUTE FUNCTION dashboard_route_periods();",
+        topics::BILLING_PERIODS.name
+    );
+    connect(url).await?.batch_execute(&sql).await?;
+    Ok(())
+}
+
+/// The Ofgem 2024 Q3 cap (real, published rates) as `london-standard`, in force from
+/// 2012-10-01 so that the 2013 data has a version.
+fn london_tariff() -> anyhow::Result<TariffDocument> {
+    let mut versions: Vec<serde_json::Value> = serde_json::from_str(&std::fs::read_to_string(OFGEM_TARIFF)?)?;
+    let mut version = versions.remove(0);
+    version["tariff_id"] = TARIFF_ID.into();
+    version["effective_from"] = "2012-10-01".into();
+    version["title"] = "London standard (Ofgem cap rates of July 2024)".into();
+    version["components"][0]["name"] = "energy (incl VAT)".into();
+    version["components"][1]["name"] = "standing charge (incl VAT)".into();
+    Ok(serde_json::from_value(version)?)
+}
+
+async fn produce(brokers: &str, topic: &str, messages: &[(String, String)]) -> anyhow::Result<()> {
+    let producer: FutureProducer =
+        smartmeter_core::service::kafka::idempotent_producer(brokers, "dashboard-stack").create()?;
+    for (key, value) in messages {
+        producer
+            .send(FutureRecord::to(topic).key(key).payload(value), Duration::from_secs(30))
+            .await
+            .map_err(|(error, _)| error)?;
+    }
+    Ok(())
+}
+
+fn envelope<T: serde::Serialize>(id: String, event_type: &str, subject: &str, data: &T) -> String {
+    serde_json::to_string(&Envelope::new(id, "/dashboard-stack", event_type, Timestamp::now(), subject, data))
+        .expect("an envelope serialises")
+}
+
+/// Every household over MQTT with the simulator's account; returns the readings sent.
+async fn replay_over_mqtt(prefix: &str) -> anyhow::Result<(u64, Vec<String>)> {
+    use meter_simulator::{counter, london, payload, publish};
+
+    let dataset = london::load(&[LONDON_JANUARY]).context("the London file in shared/data")?;
+    let (host, port) = mqtt();
+    let config = publish::MqttConfig {
+        host,
+        port,
+        username: Some(testkit::env_or("SMARTMETER_MQTT_SIMULATOR_USER", "smartmeter-simulator")),
+        password: Some(testkit::env_or("SMARTMETER_MQTT_SIMULATOR_PASSWORD", "simulator-dev-only")),
+        client_id: format!("{prefix}sim"),
+        max_inflight: 100,
+        connect_timeout: Duration::from_secs(10),
+        keep_alive: Duration::from_secs(30),
+    };
+    let mut publisher = publish::MqttPublisher::connect(&config).await?;
+    let mut devices = Vec::new();
+    for meter in &dataset.meters {
+        let device = DeviceId::parse(&format!("{prefix}{}", meter.device_id))?;
+        for reading in &counter::readings(&meter.slots, 1)? {
+            let (telemetry, _) = payload::Telemetry::from_reading(&device, reading);
+            publisher.publish(telemetry_topic(&device), telemetry.to_json()).await?;
+        }
+        devices.push(device.to_string());
+    }
+    let delivery = publisher.finish(Duration::from_secs(60)).await;
+    anyhow::ensure!(delivery.confirmed == delivery.sent, "Mosquitto acknowledged {delivery:?}");
+    Ok((delivery.confirmed, devices))
+}
+
+/// Removes the bridge's persistent session so the broker stops queueing for it.
+async fn discard_session(client_id: &str) {
+    let (host, port) = mqtt();
+    let mut options = rumqttc::MqttOptions::new(client_id, host, port);
+    options
+        .set_credentials(
+            testkit::env_or("SMARTMETER_MQTT_BRIDGE_USER", "smartmeter-bridge"),
+            testkit::env_or("SMARTMETER_MQTT_BRIDGE_PASSWORD", "bridge-dev-only"),
+        )
+        .set_clean_session(true);
+    let (client, mut eventloop) = rumqttc::AsyncClient::new(options, 8);
+    let connected = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match eventloop.poll().await {
+                Ok(rumqttc::Event::Incoming(rumqttc::Packet::ConnAck(_))) => return true,
+                Ok(_) => {}
+                Err(_) => return false,
+            }
+        }
+    })
+    .await;
+    if connected == Ok(true) {
+        let _ = client.disconnect().await;
+        let _ = tokio::time::timeout(Duration::from_secs(2), eventloop.poll()).await;
+    }
+}
+
+/// Until SIGTERM, ctrl-c or the end of standard input (the test runner went away).
+async fn until_stopped() {
+    let mut term =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("a SIGTERM handler");
+    let stdin_closed = async {
+        let mut stdin = tokio::io::stdin();
+        let mut buffer = [0u8; 64];
+        while stdin.read(&mut buffer).await.is_ok_and(|n| n > 0) {}
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+        () = stdin_closed => {}
+    }
+}
+
+struct Services {
+    shutdown: CancellationToken,
+    tasks: Vec<(&'static str, JoinHandle<anyhow::Result<()>>)>,
+}
+
+impl Services {
+    async fn stop(self) {
+        self.shutdown.cancel();
+        for (name, task) in self.tasks {
+            match tokio::time::timeout(Duration::from_secs(30), task).await {
+                Ok(Ok(Ok(()))) => {}
+                Ok(Ok(Err(error))) => eprintln!("dashboard-stack: {name} failed: {error:#}"),
+                Ok(Err(error)) => eprintln!("dashboard-stack: {name} panicked: {error}"),
+                Err(_) => eprintln!("dashboard-stack: {name} did not stop within 30 s"),
+            }
+        }
+    }
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 4)]
+async fn main() -> anyhow::Result<()> {
+    smartmeter_core::service::logging::init("dashboard-stack");
+    let prefix = format!("{}-", testkit::unique_name("dash").replace(['_', '.'], "x"));
+    let brokers = testkit::kafka_brokers();
+    let topics = Topics::create(&brokers).await?;
+    let db = TestDatabase::create("dashboard").await?;
+    let result = serve(&prefix, &brokers, &topics, &db).await;
+    if let Err(error) = db.drop_database().await {
+        eprintln!("dashboard-stack: drop the database: {error:#}");
+    }
+    result
+}
+
+async fn serve(prefix: &str, brokers: &str, topics: &Topics, db: &TestDatabase) -> anyhow::Result<()> {
+    route_periods_to(&db.url, &topics.periods).await?;
+    let services = Services { shutdown: CancellationToken::new(), tasks: Vec::new() };
+    let bridge_client_id = format!("{prefix}bridge");
+    let result = start_and_wait(prefix, brokers, topics, db, &bridge_client_id, services).await;
+    discard_session(&bridge_client_id).await;
+    result
+}
+
+async fn start_and_wait(
+    prefix: &str,
+    brokers: &str,
+    topics: &Topics,
+    db: &TestDatabase,
+    bridge_client_id: &str,
+    mut services: Services,
+) -> anyhow::Result<()> {
+    let shutdown = services.shutdown.clone();
+    let (mqtt_host, mqtt_port) = mqtt();
+    let bridge_metrics_port = free_port();
+    let bridge = smartmeter_bridge::Config::try_parse_from([
+        "bridge".to_owned(),
+        format!("--mqtt-host={mqtt_host}"),
+        format!("--mqtt-port={mqtt_port}"),
+        format!("--mqtt-user={}", testkit::env_or("SMARTMETER_MQTT_BRIDGE_USER", "smartmeter-bridge")),
+        format!("--mqtt-password={}", testkit::env_or("SMARTMETER_MQTT_BRIDGE_PASSWORD", "bridge-dev-only")),
+        format!("--mqtt-client-id={bridge_client_id}"),
+        format!("--kafka-brokers={brokers}"),
+        format!("--telemetry-topic={}", topics.telemetry),
+        format!("--dlq-topic={}", topics.dlq),
+        format!("--device-events-topic={}", topics.device_events),
+        format!("--metrics-addr=127.0.0.1:{bridge_metrics_port}"),
+        "--clock-floor=2000-01-01T00:00:00Z".to_owned(),
+    ])?;
+    services.tasks.push(("bridge", tokio::spawn(smartmeter_bridge::run(bridge, shutdown.clone()))));
+
+    let processor = smartmeter_processor::Config {
+        brokers: brokers.to_owned(),
+        database_url: db.url.clone(),
+        group_id: testkit::unique_name("processor-dash"),
+        topic: topics.telemetry.clone(),
+        default_time_zone: "Europe/London".into(),
+        // January closes once the replayed meters have been silent this long (wall
+        // clock; silence counts from when the readings were received).
+        period_grace: SignedDuration::from_secs(20),
+        housekeeping_interval: Duration::from_millis(500),
+        ..smartmeter_processor::Config::local_defaults()
+    };
+    services.tasks.push((
+        "processor",
+        tokio::spawn({
+            let shutdown = shutdown.clone();
+            async move {
+                let registry = prometheus::Registry::new();
+                smartmeter_processor::run(
+                    processor,
+                    &registry,
+                    Health::new("processor", &["kafka", "postgres"]),
+                    shutdown,
+                )
+                .await
+            }
+        }),
+    ));
+
+    let worker = smartmeter_billing_worker::Config {
+        brokers: brokers.to_owned(),
+        database_url: db.url.clone(),
+        group_id: testkit::unique_name("billing-dash"),
+        periods_topic: topics.periods.clone(),
+        tariffs_topic: topics.tariffs.clone(),
+        invoices_topic: topics.invoices.clone(),
+        outbox_interval: Duration::from_millis(200),
+        replay_poll_interval: Duration::from_millis(500),
+        ..smartmeter_billing_worker::Config::local_defaults()
+    };
+    services.tasks.push((
+        "billing-worker",
+        tokio::spawn({
+            let shutdown = shutdown.clone();
+            async move {
+                let registry = prometheus::Registry::new();
+                smartmeter_billing_worker::run(
+                    worker,
+                    &registry,
+                    Health::new("billing-worker", &["kafka", "postgres"]),
+                    shutdown,
+                )
+                .await
+            }
+        }),
+    ));
+
+    let api_port = free_port();
+    let api = smartmeter_query_api::Config::try_parse_from([
+        "query-api".to_owned(),
+        format!("--listen=127.0.0.1:{api_port}"),
+        format!("--database-url={}", db.url),
+    ])?;
+    services.tasks.push(("query-api", tokio::spawn(smartmeter_query_api::run(api, shutdown.clone()))));
+
+    let ready = async {
+        wait_healthy(&format!("http://127.0.0.1:{bridge_metrics_port}/health")).await?;
+        wait_healthy(&format!("http://127.0.0.1:{api_port}/health")).await?;
+
+        // The tariff and its assignments first, so that January is billable the moment
+        // it closes.
+        let households = meter_simulator::london::load(&[LONDON_JANUARY]).context("the London file")?;
+        let devices: Vec<String> =
+            households.meters.iter().map(|m| format!("{prefix}{}", m.device_id)).collect();
+        let tariff = london_tariff()?;
+        let published = TariffVersionPublished { document: tariff };
+        let mut tariff_events = vec![(
+            TARIFF_ID.to_owned(),
+            envelope(published.event_id(), TARIFF_VERSION_PUBLISHED, TARIFF_ID, &published),
+        )];
+        for device in devices.iter().filter(|d| !d.ends_with(UNASSIGNED)) {
+            let assigned = TariffAssigned {
+                device_id: DeviceId::parse(device)?,
+                tariff_id: TARIFF_ID.to_owned(),
+                effective_from: jiff::civil::date(2012, 10, 1),
+                sanctioned_load_kw: None,
+                phase: None,
+                connected_load_kw: None,
+            };
+            tariff_events.push((
+                TARIFF_ID.to_owned(),
+                envelope(assigned.event_id(), TARIFF_ASSIGNED, device, &assigned),
+            ));
+        }
+        produce(brokers, &topics.tariffs, &tariff_events).await?;
+        wait_for(&db.url, "SELECT count(*) FROM tariff_assignments", devices.len() as i64 - 1).await?;
+        let (sent, replayed) = replay_over_mqtt(prefix).await?;
+        anyhow::ensure!(replayed == devices, "the replay's meters are the file's");
+        let like = format!("SELECT count(*) FROM readings WHERE device_id LIKE '{prefix}%'");
+        wait_for(&db.url, &like, sent as i64).await?;
+        // Every assigned household's January, and the unassigned one's period closed.
+        wait_for(
+            &db.url,
+            "SELECT count(*) FROM invoices WHERE month = '2013-01-01'",
+            devices.len() as i64 - 1,
+        )
+        .await?;
+        wait_for(
+            &db.url,
+            "SELECT count(*) FROM billing_periods WHERE month = '2013-01-01' AND status = 'closed'",
+            devices.len() as i64,
+        )
+        .await?;
+        anyhow::Ok((sent, devices))
+    };
+    let outcome = tokio::select! {
+        outcome = ready => outcome,
+        () = until_stopped() => Err(anyhow::anyhow!("stopped before the stack was ready")),
+    };
+    let (readings, devices) = match outcome {
+        Ok(ready) => ready,
+        Err(error) => {
+            services.stop().await;
+            return Err(error);
+        }
+    };
+
+    let line = json!({
+        "url": format!("http://127.0.0.1:{api_port}"),
+        "graphql": format!("http://127.0.0.1:{api_port}/graphql"),
+        "prefix": prefix,
+        "devices": devices,
+        "unassignedDevice": format!("{prefix}{UNASSIGNED}"),
+        "tariffId": TARIFF_ID,
+        "readings": readings,
+        "databaseUrl": db.url,
+        "topics": {
+            "telemetry": topics.telemetry,
+            "deviceEvents": topics.device_events,
+            "tariffs": topics.tariffs,
+            "periods": topics.periods,
+            "invoices": topics.invoices,
+        },
+    });
+    println!("DASHBOARD_STACK {line}");
+    until_stopped().await;
+    services.stop().await;
+    Ok(())
+}
