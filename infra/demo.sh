@@ -29,6 +29,11 @@ say "build: cargo build --release (the first build takes several minutes)"
 # clock was never set) goes back to 2000 for this replay. The households are in London.
 app_up bridge 9101 /health --clock-floor 2000-01-01T00:00:00Z
 app_up processor 9102 /health --default-time-zone Europe/London
+# The web dashboard, served by query-api at / (Node.js 20.19+ and npm).
+command -v npm >/dev/null || die "npm is missing: install Node.js 20.19 or newer to build the dashboard"
+say "dashboard: npm ci && npm run build (query-api/dashboard)"
+(cd "$REPO_DIR/query-api/dashboard" && npm ci --no-audit --no-fund --loglevel=error && npm run build --silent) \
+    >>"$LOGS/dashboard-build.log" 2>&1 || { tail -n 30 "$LOGS/dashboard-build.log" >&2; die "dashboard build failed"; }
 app_up query-api 8080 /health
 
 say "replay: $LONDON_FILE over MQTT"
@@ -49,6 +54,7 @@ say "stored: $(psql_count) readings"
 cat <<TXT
 
 smartmeter is running.
+  Dashboard:                       http://127.0.0.1:8080/
   GraphQL (GraphiQL in a browser): http://127.0.0.1:8080/graphiql
   GraphQL endpoint:                http://127.0.0.1:8080/graphql
   Prometheus:                      $SMARTMETER_PROMETHEUS_URL

@@ -15,5 +15,9 @@ echo "test: cargo fmt --check"
 cargo fmt --all --check
 echo "test: cargo clippy -D warnings"
 cargo clippy --workspace --all-targets --locked --quiet -- -D warnings
+echo "test: dashboard (npm ci, build, browser tests in Debian Chromium; query-api/dashboard/README.md)"
+# shellcheck source=lib/common.sh
+(. "$repo/infra/lib/common.sh" && ensure_packages chromium)
+(cd query-api/dashboard && npm ci --no-audit --no-fund --loglevel=error && npm test)
 echo "test: cargo test"
 cargo test --workspace --locked
