@@ -46,9 +46,10 @@ export function mqttPublish(topic: string, payload: string): void {
   ]);
 }
 
-/** Saves a screenshot under screenshots/ (committed) at the page's current width. */
+/** Saves a full-page screenshot in test-results/screenshots (SMARTMETER_SCREENSHOT_DIR=screenshots refreshes the committed ones). */
 export async function screenshot(page: Page, name: string): Promise<void> {
-  await page.screenshot({ path: `screenshots/${name}.png`, fullPage: true });
+  const dir = process.env.SMARTMETER_SCREENSHOT_DIR ?? "test-results/screenshots";
+  await page.screenshot({ path: `${dir}/${name}.png`, fullPage: true });
 }
 
 export async function pickMeter(page: Page, deviceId: string): Promise<void> {
