@@ -10,6 +10,7 @@ use std::str::FromStr;
 use jiff::civil::{self, Date};
 use rust_decimal::Decimal;
 use serde_json::Value;
+use smartmeter_core::billing::tariff::{Choice, Component, SlabCharge, SlabPricing};
 use smartmeter_core::billing::{
     price, price_across_versions, BillingPeriod, HourlyEnergy, Invoice, Phase, TariffHistory,
 };
@@ -339,4 +340,135 @@ fn kseb_published_approximate_bills() {
         }
     }
     assert_eq!(checked, 8);
+}
+
+/// Every kWh limit of a component tree: slab ends and `total_kwh` band ends, with the
+/// slab list each slab limit belongs to.
+fn slab_lists(components: &[Component], out: &mut Vec<SlabCharge>, limits: &mut Vec<Decimal>) {
+    for component in components {
+        match component {
+            Component::Slabs(charge) => {
+                limits.extend(charge.slabs.iter().filter_map(|slab| slab.up_to_kwh));
+                out.push(charge.clone());
+            }
+            Component::Choose(Choice::TotalKwh { bands }) => {
+                for band in bands {
+                    limits.extend(band.up_to_kwh);
+                    slab_lists(&band.then, out, limits);
+                }
+            }
+            Component::Choose(Choice::SanctionedKw { bands } | Choice::ConnectedKw { bands }) => {
+                for band in bands {
+                    slab_lists(&band.then, out, limits);
+                }
+            }
+            Component::Choose(Choice::Phase { single, three }) => {
+                slab_lists(single, out, limits);
+                slab_lists(three, out, limits);
+            }
+            _ => {}
+        }
+    }
+}
+
+fn line<'i>(invoice: &'i Invoice, name: &str) -> Option<&'i smartmeter_core::billing::InvoiceLine> {
+    invoice.lines.iter().find(|line| line.name == name)
+}
+
+/// At every kWh limit of every version of every shipped tariff: exactly at it, 1 Wh
+/// above and ten times above, in a whole calendar month (month factor 1). The total
+/// never falls as the energy rises, the lines add up to it in cents, and wherever a
+/// slab list is in use on both sides of its limit, the slab ending there is full at the
+/// limit and the 1 Wh above is priced in the next slab (telescopic) or all units at
+/// the next slab's rate (non-telescopic).
+#[test]
+fn every_limit_of_every_shipped_tariff_exactly_at_one_wh_above_and_far_above() {
+    let one_wh = Decimal::new(1, 3);
+    let mut checked_limits = 0;
+    let mut checked_slab_steps = 0;
+    for entry in std::fs::read_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("tariffs")).unwrap() {
+        let path = entry.unwrap().path();
+        let history = TariffHistory::from_json(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        for version in history.versions() {
+            let (mut slabs, mut limits) = (Vec::new(), Vec::new());
+            slab_lists(&version.document().components, &mut slabs, &mut limits);
+            limits.sort();
+            limits.dedup();
+            let first_day = if version.effective_from().day() == 1 {
+                version.effective_from()
+            } else {
+                version.effective_from().last_of_month().tomorrow().unwrap()
+            };
+            let bill = |kwh: Decimal| {
+                let mut period = BillingPeriod::new(first_day, first_day.last_of_month(), kwh);
+                period.sanctioned_load_kw = Some(Decimal::from(3));
+                period.connected_load_kw = Some(Decimal::from(3));
+                period.phase = Some(Phase::Single);
+                let invoice = price(version, &period).unwrap_or_else(|error| panic!("{kwh} kWh: {error}"));
+                assert_eq!(invoice.lines.iter().map(|line| line.amount).sum::<Decimal>(), invoice.total);
+                assert!(invoice.lines.iter().all(|line| line.amount.scale() == 2), "{kwh} kWh: cents");
+                assert_eq!(invoice.parts[0].months, Decimal::ONE);
+                invoice
+            };
+            for limit in limits {
+                let (at, above, far) = (bill(limit), bill(limit + one_wh), bill(limit * Decimal::TEN));
+                let id = format!("{} v{} at {limit} kWh", version.tariff_id(), version.version());
+                assert!(at.total <= above.total && above.total <= far.total, "{id}: totals fall");
+                checked_limits += 1;
+                for charge in &slabs {
+                    let Some(index) = charge.slabs.iter().position(|slab| slab.up_to_kwh == Some(limit))
+                    else {
+                        continue;
+                    };
+                    // A closed last slab (a category's top): above it another branch prices.
+                    let (this, Some(next)) = (&charge.slabs[index], charge.slabs.get(index + 1)) else {
+                        continue;
+                    };
+                    let previous =
+                        index.checked_sub(1).and_then(|i| charge.slabs[i].up_to_kwh).unwrap_or_default();
+                    match charge.pricing {
+                        SlabPricing::Telescopic => {
+                            let (Some(full), Some(step)) = (line(&at, &this.name), line(&above, &next.name))
+                            else {
+                                continue; // another branch of a choice is in use on one side
+                            };
+                            assert_eq!(full.quantity, Some(limit - previous), "{id}: {} full", this.name);
+                            assert_eq!(step.quantity, Some(one_wh), "{id}: 1 Wh in {}", next.name);
+                            assert_eq!(step.rate, Some(next.rate), "{id}");
+                            assert!(
+                                line(&at, &next.name).is_none(),
+                                "{id}: nothing in {} at the limit",
+                                next.name
+                            );
+                            // Far above, the same slabs may no longer be in use (a choice by the total).
+                            if let Some(far_full) = line(&far, &this.name) {
+                                assert_eq!(far_full.quantity, Some(limit - previous), "{id}: far above");
+                            }
+                        }
+                        SlabPricing::NonTelescopic => {
+                            let (Some(all_at), Some(all_above)) =
+                                (line(&at, &this.name), line(&above, &next.name))
+                            else {
+                                continue;
+                            };
+                            assert_eq!(
+                                (all_at.quantity, all_at.rate),
+                                (Some(limit), Some(this.rate)),
+                                "{id}"
+                            );
+                            assert_eq!(
+                                (all_above.quantity, all_above.rate),
+                                (Some(limit + one_wh), Some(next.rate)),
+                                "{id}"
+                            );
+                        }
+                    }
+                    checked_slab_steps += 1;
+                }
+            }
+        }
+    }
+    println!("{checked_limits} limits, {checked_slab_steps} slab steps checked");
+    assert!(checked_limits >= 28, "{checked_limits} limits");
+    assert!(checked_slab_steps >= 20, "{checked_slab_steps} slab steps");
 }
