@@ -16,6 +16,7 @@
 //! - [`backoff`]: exponential reconnect back-off with jitter.
 //! - [`mqtt`]: topics, birth and last-will messages.
 //! - [`device`]: the device id rules (the bridge's).
+//! - [`schedule`]: when to read: on the wall-clock grid once the clock is set.
 //! - [`meter`]: the state machine that ties them together.
 //! - [`sim`]: a simulated PZEM-004T on the other end of the port, for host tools and tests.
 
@@ -28,6 +29,7 @@ pub mod modbus;
 pub mod mqtt;
 pub mod outbox;
 pub mod pzem;
+pub mod schedule;
 pub mod sim;
 pub mod telemetry;
 pub mod time;

@@ -47,12 +47,16 @@ pub enum Handover {
     AwaitingAck(u32),
 }
 
-/// Who is speaking.
+/// A `boot_id` or `fw` value: 1..=64 printable ASCII characters without `"` or `\\`.
+pub type Label = heapless::String<LABEL_MAX_LEN>;
+
+/// Who is speaking. The labels are owned, so a fleet of simulated meters can each hold
+/// their own `boot_id` without borrowing from anywhere.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Identity<'a> {
+pub struct Identity {
     device_id: DeviceId,
-    boot_id: Option<&'a str>,
-    fw: Option<&'a str>,
+    boot_id: Option<Label>,
+    fw: Option<Label>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -61,25 +65,30 @@ pub enum IdentityError {
     BadLabel,
 }
 
-impl<'a> Identity<'a> {
-    pub fn new(
-        device_id: DeviceId,
-        boot_id: Option<&'a str>,
-        fw: Option<&'a str>,
-    ) -> Result<Self, IdentityError> {
-        let label_ok = |label: &str| {
-            (1..=LABEL_MAX_LEN).contains(&label.len())
-                && label.bytes().all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\')
-        };
-        if boot_id.is_some_and(|l| !label_ok(l)) || fw.is_some_and(|l| !label_ok(l)) {
-            return Err(IdentityError::BadLabel);
-        }
-        Ok(Self { device_id, boot_id, fw })
+impl Identity {
+    pub fn new(device_id: DeviceId, boot_id: Option<&str>, fw: Option<&str>) -> Result<Self, IdentityError> {
+        Ok(Self { device_id, boot_id: boot_id.map(label).transpose()?, fw: fw.map(label).transpose()? })
     }
 
     pub fn device_id(&self) -> &DeviceId {
         &self.device_id
     }
+
+    pub fn boot_id(&self) -> Option<&str> {
+        self.boot_id.as_deref()
+    }
+
+    pub fn fw(&self) -> Option<&str> {
+        self.fw.as_deref()
+    }
+}
+
+fn label(text: &str) -> Result<Label, IdentityError> {
+    let printable = text.bytes().all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\');
+    if text.is_empty() || !printable {
+        return Err(IdentityError::BadLabel);
+    }
+    Label::try_from(text).map_err(|_| IdentityError::BadLabel)
 }
 
 /// One reading waiting to be sent.
@@ -127,8 +136,8 @@ pub struct Stats {
     pub clock_synced: bool,
 }
 
-pub struct Meter<'a, const N: usize> {
-    identity: Identity<'a>,
+pub struct Meter<const N: usize> {
+    identity: Identity,
     topics: Topics,
     clock: Clock,
     outbox: Outbox<Sample, N>,
@@ -141,8 +150,8 @@ pub struct Meter<'a, const N: usize> {
     sent: u32,
 }
 
-impl<'a, const N: usize> Meter<'a, N> {
-    pub fn new(identity: Identity<'a>, backoff: Backoff) -> Self {
+impl<const N: usize> Meter<N> {
+    pub fn new(identity: Identity, backoff: Backoff) -> Self {
         let topics = Topics::new(identity.device_id());
         Self {
             identity,
@@ -160,6 +169,10 @@ impl<'a, const N: usize> Meter<'a, N> {
 
     pub fn topics(&self) -> &Topics {
         &self.topics
+    }
+
+    pub fn identity(&self) -> &Identity {
+        &self.identity
     }
 
     /// To register with the MQTT client before connecting.
@@ -270,8 +283,8 @@ impl<'a, const N: usize> Meter<'a, N> {
                 measurement: &sample.measurement,
                 rssi_dbm: sample.rssi_dbm,
                 seq: Some(sample.seq),
-                boot_id: self.identity.boot_id,
-                fw: self.identity.fw,
+                boot_id: self.identity.boot_id(),
+                fw: self.identity.fw(),
                 dropped: self.outbox.dropped(),
             };
             let len = telemetry.encode(&mut payload).map_err(FlushError::Encode)?;
@@ -353,7 +366,7 @@ mod tests {
         }
     }
 
-    fn meter<const N: usize>() -> Meter<'static, N> {
+    fn meter<const N: usize>() -> Meter<N> {
         let identity =
             Identity::new(DeviceId::parse("meter-001").unwrap(), Some("b00t"), Some("meter-esp32/0.1.0"))
                 .unwrap();

@@ -23,6 +23,10 @@ use crate::modbus::{
 pub const INTER_FRAME_GAP_US: u32 = 4_000;
 /// The device answers a calibration after 3-4 s.
 pub const CALIBRATION_TIMEOUT_MS: u32 = 6_000;
+/// The energy counter's range ends here: 9999.99 kWh, in Wh. The manual gives the
+/// range (0-9999.99 kWh); DESIGN.md takes the counter to wrap to 0 after it, and the
+/// processor's rollover rule uses the same top.
+pub const ENERGY_REGISTER_TOP_WH: u32 = 9_999_990;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Config {
@@ -250,6 +254,24 @@ where
             .filter(|a| (MIN_SLAVE_ADDRESS..=MAX_SLAVE_ADDRESS).contains(a))
             .ok_or(Unexpected::Value { register: holding::MODBUS_ADDRESS, value: address })?;
         Ok(Parameters { power_alarm_threshold_w: threshold, address })
+    }
+
+    /// Reads the slave address register alone (0x0002).
+    pub fn read_address(&mut self) -> Result<u8, Error<P::Error>> {
+        let mut register = [0; 1];
+        self.read_holding_registers(holding::MODBUS_ADDRESS, &mut register)?;
+        let [value] = register;
+        u8::try_from(value)
+            .ok()
+            .filter(|a| (MIN_SLAVE_ADDRESS..=MAX_SLAVE_ADDRESS).contains(a))
+            .ok_or(Error::Unexpected(Unexpected::Value { register: holding::MODBUS_ADDRESS, value }))
+    }
+
+    /// Reads the power alarm threshold register alone (0x0001), in W.
+    pub fn read_power_alarm_threshold_w(&mut self) -> Result<u16, Error<P::Error>> {
+        let mut register = [0; 1];
+        self.read_holding_registers(holding::POWER_ALARM_THRESHOLD, &mut register)?;
+        Ok(register[0])
     }
 
     pub fn set_power_alarm_threshold_w(&mut self, watts: u16) -> Result<(), Error<P::Error>> {

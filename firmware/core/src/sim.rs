@@ -7,8 +7,10 @@
 //! refused with exception 0x03 as real modules do), reset energy (0x42), calibration
 //! (0x41, echoed), the general address 0xF8 and broadcast 0x00 (obeyed, no reply),
 //! exceptions for unknown functions (0x01) and registers (0x02). Frames with a bad CRC
-//! or for another address get no reply. Not modelled: the undocumented holding
-//! registers and 0x10 writes (refused with 0x01), the counter's behaviour at its top.
+//! or for another address get no reply. The energy counter wraps to 0 at
+//! [`ENERGY_REGISTER_TOP_WH`] (9999.99 kWh), as DESIGN.md assumes; the manual gives the
+//! range but not what happens at its end, so this is a model, not a recording. Not
+//! modelled: the undocumented holding registers and 0x10 writes (refused with 0x01).
 //! [`Fault`]s garble the next reply for tests of the line.
 
 use core::convert::Infallible;
@@ -21,7 +23,7 @@ use crate::modbus::{
     FN_READ_HOLDING, FN_READ_INPUT, FN_RESET_ENERGY, FN_WRITE_MULTIPLE, FN_WRITE_SINGLE, GENERAL_ADDRESS,
     MAX_FRAME_LEN, MAX_READ_REGISTERS, MAX_SLAVE_ADDRESS, MIN_SLAVE_ADDRESS,
 };
-use crate::pzem::{ExceptionCode, Measurement};
+use crate::pzem::{ExceptionCode, Measurement, ENERGY_REGISTER_TOP_WH};
 
 /// What goes wrong with the next reply.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,13 +73,27 @@ impl SimulatedPzem {
         self.fault = Some(fault);
     }
 
-    /// Lets `elapsed_ms` pass at the present power: the energy counter grows.
+    /// Lets `elapsed_ms` pass at the present power: the energy counter grows by the
+    /// whole Wh, the fraction is carried (so a run of steps counts exactly what one long
+    /// step would), and it wraps to 0 at [`ENERGY_REGISTER_TOP_WH`].
     pub fn advance(&mut self, elapsed_ms: u64) {
         const DECIWATT_MS_PER_WH: u64 = 10 * 3_600_000;
         let total = self.energy_remainder + u64::from(self.measurement.power_deciwatts) * elapsed_ms;
         let whole_wh = total / DECIWATT_MS_PER_WH;
         self.energy_remainder = total % DECIWATT_MS_PER_WH;
-        self.measurement.energy_wh = self.measurement.energy_wh.wrapping_add(whole_wh as u32);
+        let top = u64::from(ENERGY_REGISTER_TOP_WH);
+        let counter = (u64::from(self.measurement.energy_wh) % top + whole_wh % top) % top;
+        self.measurement.energy_wh = counter as u32;
+    }
+
+    /// The module loses power and comes back with its energy counter at 0: the
+    /// "reboot reporting 0" of a meter whose PZEM shares its supply and does not keep
+    /// the count. The energy of the current Wh in progress is lost with it.
+    pub fn power_cycle(&mut self) {
+        self.measurement.energy_wh = 0;
+        self.energy_remainder = 0;
+        self.request.clear();
+        self.reply.clear();
     }
 
     /// Length of the request being received, once its first bytes tell it.
@@ -289,6 +305,25 @@ mod tests {
         let broadcast_reset = [0x00, 0x42, 0x00, 0x00];
         let crc = crc16(&broadcast_reset[..2]).to_le_bytes();
         assert!(exchange(&mut pzem, &[0x00, 0x42, crc[0], crc[1]]).is_empty());
+        assert_eq!(pzem.measurement.energy_wh, 0);
+    }
+
+    #[test]
+    fn the_counter_wraps_at_the_register_top() {
+        let mut pzem = SimulatedPzem::new(
+            0x01,
+            Measurement {
+                power_deciwatts: 36_000,
+                energy_wh: ENERGY_REGISTER_TOP_WH - 2,
+                ..Default::default()
+            },
+        );
+        // 3.6 kW for 1 s is 1 Wh.
+        pzem.advance(1_000);
+        assert_eq!(pzem.measurement.energy_wh, ENERGY_REGISTER_TOP_WH - 1);
+        pzem.advance(3_000);
+        assert_eq!(pzem.measurement.energy_wh, 2);
+        pzem.power_cycle();
         assert_eq!(pzem.measurement.energy_wh, 0);
     }
 

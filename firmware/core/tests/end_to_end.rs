@@ -45,7 +45,7 @@ fn a_buffered_outage_reaches_the_bridge_intact() {
     let identity =
         Identity::new(DeviceId::parse("meter-001").unwrap(), Some("5eed"), Some("meter-esp32/0.1.0"))
             .unwrap();
-    let mut meter: Meter<'_, 16> = Meter::new(identity, Backoff::new(1_000, 60_000));
+    let mut meter: Meter<16> = Meter::new(identity, Backoff::new(1_000, 60_000));
     // SNTP answered at 5 s of uptime: 2021-04-20T15:11:00Z.
     assert!(meter.clock_set(5_000, 1_618_931_460_000));
 

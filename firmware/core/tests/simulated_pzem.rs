@@ -39,6 +39,8 @@ fn parameters_and_reset() {
     pzem.set_power_alarm_threshold_w(2_300).unwrap();
     pzem.reset_energy().unwrap();
     assert_eq!(pzem.read_parameters().unwrap().power_alarm_threshold_w, 2_300);
+    assert_eq!(pzem.read_power_alarm_threshold_w(), Ok(2_300));
+    assert_eq!(pzem.read_address(), Ok(0x01));
     assert_eq!(pzem.read_measurement().unwrap().energy_wh, 0);
     pzem.calibrate().unwrap();
 }
@@ -49,6 +51,7 @@ fn a_new_address_is_followed() {
     pzem.set_address(0x2E).unwrap();
     assert_eq!(pzem.config().address, 0x2E);
     assert_eq!(pzem.read_parameters().unwrap().address, 0x2E);
+    assert_eq!(pzem.read_address(), Ok(0x2E));
     let (module, _) = pzem.release();
     assert_eq!(module.address(), 0x2E);
 
