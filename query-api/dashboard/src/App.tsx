@@ -2,6 +2,7 @@ import { NavLink, Navigate, Route, Routes } from "react-router";
 import { useAuth } from "./auth";
 import { DevicesPage } from "./pages/Devices";
 import { LivePage } from "./pages/Live";
+import { SignInPage } from "./pages/SignIn";
 
 export function App() {
   const { token, signOut } = useAuth();
@@ -11,7 +12,7 @@ export function App() {
         <span className="brand">
           <img src="/favicon.svg" alt="" width={22} height={22} /> smartmeter
         </span>
-        <nav className="nav">
+        <nav className="nav" hidden={!token}>
           <NavLink to="/live">Live</NavLink>
           <NavLink to="/devices">Devices</NavLink>
         </nav>
@@ -22,12 +23,16 @@ export function App() {
         ) : null}
       </header>
       <main>
+        {!token ? (
+          <SignInPage />
+        ) : (
         <Routes>
           <Route path="/" element={<Navigate to="/live" replace />} />
           <Route path="/live/:deviceId?" element={<LivePage />} />
           <Route path="/devices" element={<DevicesPage />} />
           <Route path="*" element={<p className="hint">No such page.</p>} />
         </Routes>
+        )}
       </main>
     </div>
   );

@@ -18,16 +18,16 @@ const AuthContext = createContext<AuthState | null>(null);
 
 export function AuthProvider({ children }: { children: ReactNode }) {
   const [token, setToken] = useState<string | null>(() => sessionStorage.getItem(TOKEN_KEY));
-  const clients = useMemo(() => createApiClients(token), [token]);
+  const signOut = useCallback(() => {
+    sessionStorage.removeItem(TOKEN_KEY);
+    setToken(null);
+  }, []);
+  const clients = useMemo(() => createApiClients(token, signOut), [token, signOut]);
   useEffect(() => () => void clients.ws.dispose(), [clients]);
 
   const signIn = useCallback((next: string) => {
     sessionStorage.setItem(TOKEN_KEY, next);
     setToken(next);
-  }, []);
-  const signOut = useCallback(() => {
-    sessionStorage.removeItem(TOKEN_KEY);
-    setToken(null);
   }, []);
   const state = useMemo(() => ({ token, signIn, signOut }), [token, signIn, signOut]);
 

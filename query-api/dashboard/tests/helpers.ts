@@ -57,3 +57,13 @@ export async function pickMeter(page: Page, deviceId: string): Promise<void> {
   await expect(picker.locator(`option[value="${deviceId}"]`)).toHaveCount(1);
   await picker.selectOption(deviceId);
 }
+
+/** Signs in through the form with the stack's key for `role`. */
+export async function signIn(page: Page, role: "admin" | "operator" | "customer" = "admin"): Promise<void> {
+  const key = stack().tokens?.[role];
+  if (!key) throw new Error(`the stack has no API key for ${role}`);
+  await page.goto("/");
+  await page.getByTestId("api-key").fill(key);
+  await page.getByTestId("signin-submit").click();
+  await expect(page.getByTestId("signin-form")).toHaveCount(0);
+}

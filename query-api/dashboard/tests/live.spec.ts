@@ -1,5 +1,5 @@
 import { expect, test } from "@playwright/test";
-import { graphql, pickMeter, screenshot, stack } from "./helpers";
+import { graphql, pickMeter, screenshot, signIn, stack } from "./helpers";
 
 const HOUSEHOLD = "MAC000002";
 
@@ -11,7 +11,7 @@ function toMicro(value: string): bigint {
 test("pick a meter: status, cards and both charts; the 30-day total equals the GraphQL daily sum", async ({ page }) => {
   const { prefix } = stack();
   const deviceId = `${prefix}${HOUSEHOLD}`;
-  await page.goto("/");
+  await signIn(page);
   await pickMeter(page, deviceId);
   await expect(page).toHaveURL(new RegExp(`/live/${deviceId}$`));
   await expect(page.getByTestId("card-power-value")).not.toHaveText("—");

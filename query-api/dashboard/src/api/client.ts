@@ -4,7 +4,7 @@
 // `Authorization` header, the WebSocket in the `connection_init` payload (browsers
 // cannot set headers on a WebSocket).
 
-import { Client, cacheExchange, fetchExchange, subscriptionExchange } from "urql";
+import { Client, cacheExchange, fetchExchange, mapExchange, subscriptionExchange } from "urql";
 import { createClient as createWsClient, type Client as WsClient } from "graphql-ws";
 
 /** Where the API is: the page's own origin (query-api serves the dashboard). */
@@ -22,7 +22,8 @@ export interface ApiClients {
   ws: WsClient;
 }
 
-export function createApiClients(token: string | null): ApiClients {
+/** `onUnauthenticated`: the API refused the token (revoked, expired): sign out. */
+export function createApiClients(token: string | null, onUnauthenticated: () => void): ApiClients {
   const authorization = token ? `Bearer ${token}` : undefined;
   const ws = createWsClient({
     url: wsUrl(),
@@ -36,6 +37,11 @@ export function createApiClients(token: string | null): ApiClients {
     // Live data arrives by subscription; the rest is fetched when a view opens.
     requestPolicy: "cache-and-network",
     exchanges: [
+      mapExchange({
+        onError(error) {
+          if (token && error.graphQLErrors.some((e) => e.extensions?.code === "UNAUTHENTICATED")) onUnauthenticated();
+        },
+      }),
       cacheExchange,
       fetchExchange,
       subscriptionExchange({
