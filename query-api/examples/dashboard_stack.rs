@@ -267,8 +267,16 @@ impl Services {
     }
 }
 
-#[tokio::main(flavor = "multi_thread", worker_threads = 4)]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(4).enable_all().build()?;
+    let result = runtime.block_on(run());
+    // The read of standard input blocks a thread until the runner closes it; do not
+    // wait for it.
+    runtime.shutdown_background();
+    result
+}
+
+async fn run() -> anyhow::Result<()> {
     smartmeter_core::service::logging::init("dashboard-stack");
     let prefix = format!("{}-", testkit::unique_name("dash").replace(['_', '.'], "x"));
     let brokers = testkit::kafka_brokers();
