@@ -1,4 +1,4 @@
-import { defineConfig } from "vite";
+import { defineConfig } from "vitest/config";
 import react from "@vitejs/plugin-react";
 
 // `npm run dev` proxies the API to a running query-api (default the demo's on :8080),
@@ -7,6 +7,8 @@ const api = process.env.SMARTMETER_QUERY_API_URL ?? "http://127.0.0.1:8080";
 
 export default defineConfig({
   plugins: [react()],
+  // Unit tests (vitest) beside the code; the browser tests in tests/ are Playwright's.
+  test: { include: ["src/**/*.test.ts"] },
   build: {
     outDir: "dist",
     sourcemap: true,
