@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use jiff::Timestamp;
+use smartmeter_core::status::STATUS_TOPIC_FILTER;
 use smartmeter_core::telemetry::{ValidationConfig, TELEMETRY_TOPIC_FILTER};
 use smartmeter_core::topics;
 
@@ -34,9 +35,14 @@ pub struct Config {
     #[arg(long, env = "SMARTMETER_BRIDGE_MQTT_CLIENT_ID", default_value = "smartmeter-bridge")]
     pub mqtt_client_id: String,
 
-    /// Topic filter to subscribe to (QoS 1).
+    /// Topic filter to subscribe to for telemetry (QoS 1).
     #[arg(long, env = "SMARTMETER_BRIDGE_MQTT_TOPIC_FILTER", default_value = TELEMETRY_TOPIC_FILTER)]
     pub mqtt_topic_filter: String,
+
+    /// Topic filter to subscribe to for the meters' status messages (birth and last
+    /// will); they become DeviceStatusChanged events. Empty: no status subscription.
+    #[arg(long, env = "SMARTMETER_BRIDGE_MQTT_STATUS_TOPIC_FILTER", default_value = STATUS_TOPIC_FILTER)]
+    pub mqtt_status_topic_filter: String,
 
     /// Shared-subscription group (`$share/<group>/<filter>`) for running several
     /// bridges side by side, each with its own client id.
@@ -66,6 +72,10 @@ pub struct Config {
     /// Topic for rejected messages.
     #[arg(long, env = "SMARTMETER_BRIDGE_DLQ_TOPIC", default_value = topics::TELEMETRY_DLQ.name)]
     pub dlq_topic: String,
+
+    /// Topic for DeviceStatusChanged events made from status messages.
+    #[arg(long, env = "SMARTMETER_BRIDGE_DEVICE_EVENTS_TOPIC", default_value = topics::DEVICE_EVENTS.name)]
+    pub device_events_topic: String,
 
     /// Meter timestamps before this are an unsynced clock (kept, restamped, flagged).
     /// A replay of older real data sets it lower, e.g. 2000-01-01T00:00:00Z.
@@ -103,15 +113,41 @@ impl Config {
     }
 
     pub fn topics(&self) -> Topics {
-        Topics { telemetry: self.telemetry_topic.clone(), dlq: self.dlq_topic.clone() }
+        Topics {
+            telemetry: self.telemetry_topic.clone(),
+            dlq: self.dlq_topic.clone(),
+            device_events: self.device_events_topic.clone(),
+        }
     }
 
-    /// The filter actually subscribed to, with the shared-subscription prefix if any.
-    pub fn subscription(&self) -> String {
-        match &self.mqtt_share_group {
-            Some(group) => format!("$share/{group}/{}", self.mqtt_topic_filter),
-            None => self.mqtt_topic_filter.clone(),
+    /// Whether status messages are subscribed to (and the device-events topic used).
+    pub fn status_enabled(&self) -> bool {
+        !self.mqtt_status_topic_filter.is_empty()
+    }
+
+    /// The Kafka topics that must exist for the bridge to work.
+    pub fn required_topics(&self) -> Vec<String> {
+        let mut names = vec![self.telemetry_topic.clone(), self.dlq_topic.clone()];
+        if self.status_enabled() {
+            names.push(self.device_events_topic.clone());
         }
+        names
+    }
+
+    /// The filters actually subscribed to, with the shared-subscription prefix if any:
+    /// telemetry, then status (unless disabled).
+    pub fn subscriptions(&self) -> Vec<String> {
+        let mut filters = vec![self.mqtt_topic_filter.as_str()];
+        if self.status_enabled() {
+            filters.push(self.mqtt_status_topic_filter.as_str());
+        }
+        filters
+            .into_iter()
+            .map(|filter| match &self.mqtt_share_group {
+                Some(group) => format!("$share/{group}/{filter}"),
+                None => filter.to_owned(),
+            })
+            .collect()
     }
 }
 
@@ -125,6 +161,7 @@ impl fmt::Debug for Config {
             .field("mqtt_password", &self.mqtt_password.as_ref().map(|_| "<redacted>"))
             .field("mqtt_client_id", &self.mqtt_client_id)
             .field("mqtt_topic_filter", &self.mqtt_topic_filter)
+            .field("mqtt_status_topic_filter", &self.mqtt_status_topic_filter)
             .field("mqtt_share_group", &self.mqtt_share_group)
             .field("mqtt_keep_alive", &self.mqtt_keep_alive)
             .field("mqtt_max_packet_bytes", &self.mqtt_max_packet_bytes)
@@ -132,6 +169,7 @@ impl fmt::Debug for Config {
             .field("kafka_brokers", &self.kafka_brokers)
             .field("telemetry_topic", &self.telemetry_topic)
             .field("dlq_topic", &self.dlq_topic)
+            .field("device_events_topic", &self.device_events_topic)
             .field("clock_floor", &self.clock_floor)
             .field("max_payload_bytes", &self.max_payload_bytes)
             .field("max_clock_ahead", &self.max_clock_ahead)
@@ -165,6 +203,17 @@ mod tests {
         assert_eq!(config.mqtt_client_id, "smartmeter-bridge");
         assert_eq!(config.topics().telemetry, "smartmeter.telemetry.v1");
         assert_eq!(config.topics().dlq, "smartmeter.telemetry.dlq.v1");
+        assert_eq!(config.topics().device_events, "smartmeter.device-events.v1");
+        assert_eq!(config.subscriptions(), ["smartmeter/+/telemetry", "smartmeter/+/status"]);
+        assert_eq!(config.required_topics().len(), 3);
+    }
+
+    #[test]
+    fn an_empty_status_filter_turns_status_off() {
+        let config = Config::try_parse_from(["bridge", "--mqtt-status-topic-filter="]).unwrap();
+        assert!(!config.status_enabled());
+        assert_eq!(config.subscriptions(), ["smartmeter/+/telemetry"]);
+        assert_eq!(config.required_topics(), ["smartmeter.telemetry.v1", "smartmeter.telemetry.dlq.v1"]);
     }
 
     #[test]
@@ -176,7 +225,10 @@ mod tests {
     #[test]
     fn shared_subscription_prefixes_the_filter() {
         let config = Config::try_parse_from(["bridge", "--mqtt-share-group", "bridges"]).unwrap();
-        assert_eq!(config.subscription(), "$share/bridges/smartmeter/+/telemetry");
+        assert_eq!(
+            config.subscriptions(),
+            ["$share/bridges/smartmeter/+/telemetry", "$share/bridges/smartmeter/+/status"]
+        );
     }
 
     #[test]

@@ -1,7 +1,10 @@
 //! The way of one message: validate → produce → (Kafka confirms) → acknowledge.
 //!
-//! Valid readings go to `smartmeter.telemetry.v1` keyed by device id; everything else
-//! goes to `smartmeter.telemetry.dlq.v1` as a [`DeadLetter`] with its error code. Up to
+//! Valid readings go to `smartmeter.telemetry.v1` keyed by device id; valid status
+//! messages (`smartmeter/{id}/status`: birth `online`, last will `offline`) become
+//! DeviceStatusChanged events on `smartmeter.device-events.v1`, keyed by device id, with
+//! a deterministic id (device, state, reason, receive time); everything else goes to
+//! `smartmeter.telemetry.dlq.v1` as a [`DeadLetter`] with its error code. Up to
 //! `max_inflight` messages are in Kafka's hands at once; their confirmations are taken
 //! in receive order ([`FuturesOrdered`]), so the MQTT acknowledgements leave in the
 //! order the publishes arrived, as MQTT requires. A message Kafka has not confirmed is
@@ -11,6 +14,8 @@ use std::future::Future;
 
 use futures::stream::{FuturesOrdered, StreamExt as _};
 use jiff::Timestamp;
+use smartmeter_core::device_events::{DeviceEvent, DeviceStatusChanged};
+use smartmeter_core::status;
 use smartmeter_core::telemetry::{self, DeadLetter, Reading, RejectCode, ValidationConfig};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -20,10 +25,14 @@ use crate::kafka::{self, Delivery, Producer, Record, Topics};
 use crate::metrics::Metrics;
 use crate::mqtt::{AckToken, Received};
 
+/// `source` of the events the bridge makes.
+pub const EVENT_SOURCE: &str = "/bridge";
+
 /// What a message becomes.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Routed {
     Reading(Reading),
+    Status(DeviceStatusChanged),
     Rejected(DeadLetter),
 }
 
@@ -31,6 +40,7 @@ impl Routed {
     pub fn device_id(&self) -> Option<&str> {
         match self {
             Routed::Reading(reading) => Some(reading.device_id.as_str()),
+            Routed::Status(change) => Some(change.device_id.as_str()),
             Routed::Rejected(letter) => letter.device_id.as_deref(),
         }
     }
@@ -42,6 +52,15 @@ impl Routed {
                 key: reading.device_id.to_string(),
                 value: serde_json::to_vec(reading).expect("a validated reading has only finite numbers"),
             },
+            Routed::Status(change) => {
+                let event = DeviceEvent::StatusChanged(change.clone());
+                let envelope = event.to_envelope(change.event_id(), EVENT_SOURCE, change.at);
+                Record {
+                    topic: topics.device_events.clone(),
+                    key: change.device_id.to_string(),
+                    value: serde_json::to_vec(&envelope).expect("a device event is plain JSON"),
+                }
+            }
             Routed::Rejected(letter) => Record {
                 topic: topics.dlq.clone(),
                 key: letter.key().to_owned(),
@@ -51,12 +70,17 @@ impl Routed {
     }
 }
 
-/// Validates one MQTT message (a pure function of its inputs).
+/// Validates one MQTT message (a pure function of its inputs): a status topic
+/// (`smartmeter/…/status`) is read as a status message, anything else as telemetry.
 pub fn route(mqtt_topic: &str, payload: &[u8], received_at: Timestamp, config: &ValidationConfig) -> Routed {
-    match telemetry::validate(mqtt_topic, payload, received_at, config) {
-        Ok(reading) => Routed::Reading(reading),
-        Err(rejection) => Routed::Rejected(DeadLetter::new(mqtt_topic, payload, received_at, rejection)),
-    }
+    let routed = if status::is_status_topic(mqtt_topic) {
+        status::parse(mqtt_topic, payload, received_at).map(Routed::Status)
+    } else {
+        telemetry::validate(mqtt_topic, payload, received_at, config).map(Routed::Reading)
+    };
+    routed.unwrap_or_else(|rejection| {
+        Routed::Rejected(DeadLetter::new(mqtt_topic, payload, received_at, rejection))
+    })
 }
 
 /// Turns received publishes into Kafka records and acknowledgements.
@@ -110,6 +134,9 @@ impl Forwarder {
                     debug!(meter_timestamp = %reading.meter_timestamp, "Meter clock not synced; reading restamped with the receive time.");
                 }
                 Routed::Reading(_) => {}
+                Routed::Status(change) => {
+                    debug!(online = change.online, reason = change.reason.as_str(), "Device status message.");
+                }
             }
             routed
         };
@@ -117,6 +144,7 @@ impl Forwarder {
         let topic = record.topic.clone();
         let outcome = match &routed {
             Routed::Reading(reading) => Outcome::Reading { clock_unsynced: reading.clock_unsynced },
+            Routed::Status(change) => Outcome::Status { online: change.online },
             Routed::Rejected(letter) => Outcome::Rejected(letter.error_code),
         };
         let metrics = self.metrics.clone();
@@ -129,6 +157,9 @@ impl Forwarder {
                     Outcome::Rejected(code) => metrics.dlq.with_label_values(&[code.as_str()]).inc(),
                     Outcome::Reading { clock_unsynced: true } => metrics.clock_unsynced.inc(),
                     Outcome::Reading { clock_unsynced: false } => {}
+                    Outcome::Status { online } => {
+                        metrics.status.with_label_values(&[if online { "online" } else { "offline" }]).inc()
+                    }
                 }
                 let latency = Timestamp::now().duration_since(received_at);
                 metrics.produce_latency.observe(latency.as_secs_f64().max(0.0));
@@ -142,6 +173,7 @@ impl Forwarder {
 #[derive(Debug, Clone, Copy)]
 enum Outcome {
     Reading { clock_unsynced: bool },
+    Status { online: bool },
     Rejected(RejectCode),
 }
 
@@ -263,6 +295,49 @@ mod tests {
         };
         let routed = route(TOPIC, old.as_bytes(), received_at(), &replay);
         assert!(matches!(routed, Routed::Reading(ref r) if !r.clock_unsynced));
+    }
+
+    #[test]
+    fn a_status_message_becomes_a_device_event_keyed_by_device() {
+        let topic = "smartmeter/meter-001/status";
+        let routed = route(topic, b"offline", received_at(), &ValidationConfig::default());
+        let record = routed.record(&Topics::default());
+        assert_eq!(record.topic, "smartmeter.device-events.v1");
+        assert_eq!(record.key, "meter-001");
+        let envelope: smartmeter_core::event::Envelope<serde_json::Value> =
+            serde_json::from_slice(&record.value).unwrap();
+        assert_eq!(envelope.source, EVENT_SOURCE);
+        let DeviceEvent::StatusChanged(change) = DeviceEvent::from_envelope(&envelope).unwrap() else {
+            panic!("a status change")
+        };
+        assert_eq!(envelope.id, change.event_id());
+        assert_eq!(
+            (change.online, change.reason, change.at),
+            (false, smartmeter_core::device_events::StatusReason::LastWill, received_at())
+        );
+        // The same message received again at the same instant is the same event.
+        let again =
+            route(topic, b"offline", received_at(), &ValidationConfig::default()).record(&Topics::default());
+        assert_eq!(again, record);
+    }
+
+    #[test]
+    fn a_bad_status_message_goes_to_the_dlq_with_its_code() {
+        let topic = "smartmeter/meter-001/status";
+        for (payload, code) in [
+            (&b"sleeping"[..], RejectCode::InvalidStatus),
+            (br#"{"status":"online","device_id":"meter-002"}"#, RejectCode::DeviceMismatch),
+        ] {
+            let record =
+                route(topic, payload, received_at(), &ValidationConfig::default()).record(&Topics::default());
+            assert_eq!(
+                (record.topic.as_str(), record.key.as_str()),
+                ("smartmeter.telemetry.dlq.v1", "meter-001")
+            );
+            let letter: DeadLetter = serde_json::from_slice(&record.value).unwrap();
+            assert_eq!(letter.error_code, code);
+            assert_eq!(letter.payload().unwrap(), payload);
+        }
     }
 
     fn message(pkid: u16) -> Received {

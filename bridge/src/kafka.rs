@@ -33,17 +33,23 @@ const RETRY_MAX: Duration = Duration::from_secs(10);
 const PROBE_INTERVAL: Duration = Duration::from_secs(10);
 const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Where readings and dead letters go: `smartmeter.telemetry.v1` and
-/// `smartmeter.telemetry.dlq.v1` unless configured otherwise.
+/// Where readings, dead letters and status changes go: `smartmeter.telemetry.v1`,
+/// `smartmeter.telemetry.dlq.v1` and `smartmeter.device-events.v1` unless configured
+/// otherwise.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Topics {
     pub telemetry: String,
     pub dlq: String,
+    pub device_events: String,
 }
 
 impl Default for Topics {
     fn default() -> Self {
-        Self { telemetry: topics::TELEMETRY.name.to_owned(), dlq: topics::TELEMETRY_DLQ.name.to_owned() }
+        Self {
+            telemetry: topics::TELEMETRY.name.to_owned(),
+            dlq: topics::TELEMETRY_DLQ.name.to_owned(),
+            device_events: topics::DEVICE_EVENTS.name.to_owned(),
+        }
     }
 }
 
@@ -173,8 +179,13 @@ fn confirmation(result: <DeliveryFuture as Future>::Output) -> Result<(), KafkaE
 
 /// Keeps the `kafka` health component current with a metadata request every few
 /// seconds: deliveries never fail while brokers are away (they wait), so their
-/// results cannot say whether Kafka is reachable.
-pub async fn watch_health(producer: Producer, context: Context, topics: Topics, stop: CancellationToken) {
+/// results cannot say whether Kafka is reachable. Every topic of `required` must exist.
+pub async fn watch_health(
+    producer: Producer,
+    context: Context,
+    required: Vec<String>,
+    stop: CancellationToken,
+) {
     let mut interval = tokio::time::interval(PROBE_INTERVAL);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut was_up: Option<bool> = None;
@@ -184,7 +195,7 @@ pub async fn watch_health(producer: Producer, context: Context, topics: Topics, 
             _ = interval.tick() => {}
         }
         let client = producer.clone();
-        let names = [topics.telemetry.clone(), topics.dlq.clone()];
+        let names = required.clone();
         let probing = tokio::task::spawn_blocking(move || probe(&client, &names));
         let outcome = tokio::select! {
             // Shutdown does not wait for a metadata request to time out.
@@ -194,7 +205,7 @@ pub async fn watch_health(producer: Producer, context: Context, topics: Topics, 
         match outcome {
             Ok(()) => {
                 if was_up != Some(true) {
-                    info!(telemetry = %topics.telemetry, dlq = %topics.dlq, "Kafka is reachable.");
+                    info!(topics = ?required, "Kafka is reachable.");
                 }
                 was_up = Some(true);
                 context.reachable();

@@ -83,7 +83,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     let probe = tokio::spawn(kafka::watch_health(
         producer.clone(),
         kafka_context,
-        topics.clone(),
+        config.required_topics(),
         probe_stop.clone(),
     ));
 
@@ -95,7 +95,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     let poller = Poller {
         eventloop,
         client: client.clone(),
-        subscription: config.subscription(),
+        subscriptions: config.subscriptions(),
         epoch: epoch.clone(),
         health: health.clone(),
         metrics: metrics.clone(),

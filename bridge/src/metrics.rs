@@ -19,6 +19,8 @@ pub struct Metrics {
     pub mqtt_stale_acks: IntCounter,
     pub produced: IntCounterVec,
     pub dlq: IntCounterVec,
+    /// Status messages Kafka confirmed, by the state they report (online, offline).
+    pub status: IntCounterVec,
     pub clock_unsynced: IntCounter,
     pub delivery_errors: IntCounter,
     /// Messages received and not yet confirmed by Kafka.
@@ -64,6 +66,13 @@ impl Metrics {
                 ),
                 &["error_code"],
             )?,
+            status: IntCounterVec::new(
+                Opts::new(
+                    "smartmeter_bridge_status_messages_total",
+                    "Meter status messages forwarded as DeviceStatusChanged, by reported state.",
+                ),
+                &["status"],
+            )?,
             clock_unsynced: IntCounter::new(
                 "smartmeter_bridge_clock_unsynced_readings_total",
                 "Valid readings whose meter clock was not synced (restamped with the receive time).",
@@ -91,14 +100,18 @@ impl Metrics {
         registry.register(Box::new(metrics.mqtt_stale_acks.clone()))?;
         registry.register(Box::new(metrics.produced.clone()))?;
         registry.register(Box::new(metrics.dlq.clone()))?;
+        registry.register(Box::new(metrics.status.clone()))?;
         registry.register(Box::new(metrics.clock_unsynced.clone()))?;
         registry.register(Box::new(metrics.delivery_errors.clone()))?;
         registry.register(Box::new(metrics.inflight.clone()))?;
         registry.register(Box::new(metrics.produce_latency.clone()))?;
 
         // Every label value exists from the start, so rates and alerts see zeros.
-        for topic in [&topics.telemetry, &topics.dlq] {
+        for topic in [&topics.telemetry, &topics.dlq, &topics.device_events] {
             metrics.produced.with_label_values(&[topic.as_str()]);
+        }
+        for status in ["online", "offline"] {
+            metrics.status.with_label_values(&[status]);
         }
         for code in RejectCode::ALL {
             metrics.dlq.with_label_values(&[code.as_str()]);

@@ -20,7 +20,7 @@ use std::time::Duration;
 use jiff::Timestamp;
 use rumqttc::{
     AsyncClient, ConnectReturnCode, Event, EventLoop, MqttOptions, Outgoing, Packet, Publish, QoS,
-    SubscribeReasonCode,
+    SubscribeFilter, SubscribeReasonCode,
 };
 use smartmeter_core::service::health::Health;
 use tokio::sync::mpsc;
@@ -116,7 +116,8 @@ pub fn options(config: &Config) -> MqttOptions {
 pub struct Poller {
     pub eventloop: EventLoop,
     pub client: AsyncClient,
-    pub subscription: String,
+    /// Topic filters, subscribed to together (QoS 1).
+    pub subscriptions: Vec<String>,
     pub epoch: Epoch,
     pub health: Health,
     pub metrics: Metrics,
@@ -155,10 +156,10 @@ impl Poller {
                     let refused =
                         suback.return_codes.iter().any(|code| matches!(code, SubscribeReasonCode::Failure));
                     if refused {
-                        error!(subscription = %self.subscription, "Broker refused the subscription; check the bridge account's ACL.");
-                        self.health.down(HEALTH, format!("subscription to {} refused", self.subscription));
+                        error!(subscriptions = ?self.subscriptions, "Broker refused a subscription; check the bridge account's ACL.");
+                        self.health.down(HEALTH, format!("subscription to {:?} refused", self.subscriptions));
                     } else {
-                        info!(subscription = %self.subscription, "Subscribed.");
+                        info!(subscriptions = ?self.subscriptions, "Subscribed.");
                         subscribed_once = true;
                         self.health.up(HEALTH);
                     }
@@ -213,12 +214,13 @@ impl Poller {
     }
 
     fn subscribe(&self) {
+        let filters = || self.subscriptions.iter().map(|f| SubscribeFilter::new(f.clone(), QoS::AtLeastOnce));
         // Never wait on the request channel here: only this task drains it.
-        if self.client.try_subscribe(&self.subscription, QoS::AtLeastOnce).is_err() {
+        if self.client.try_subscribe_many(filters()).is_err() {
             let client = self.client.clone();
-            let subscription = self.subscription.clone();
+            let filters: Vec<SubscribeFilter> = filters().collect();
             tokio::spawn(async move {
-                if let Err(error) = client.subscribe(&subscription, QoS::AtLeastOnce).await {
+                if let Err(error) = client.subscribe_many(filters).await {
                     warn!(%error, "Could not request the subscription.");
                 }
             });

@@ -20,7 +20,10 @@ use rumqttc::{AsyncClient, Event, MqttOptions, Outgoing, Packet, QoS};
 use serde_json::{json, Value};
 use smartmeter_bridge::kafka::Topics;
 use smartmeter_bridge::Config;
+use smartmeter_core::device_events::{DeviceEvent, StatusReason};
+use smartmeter_core::event::Envelope;
 use smartmeter_core::service::testkit;
+use smartmeter_core::status::status_topic;
 use smartmeter_core::telemetry::{telemetry_topic, DeadLetter, RejectCode};
 use smartmeter_core::topics as core_topics;
 use smartmeter_core::{DeviceId, Reading};
@@ -61,14 +64,21 @@ fn unique(name: &str) -> String {
     testkit::unique_name(&format!("it-{name}"))
 }
 
-/// Telemetry and DLQ topics of a test's own.
+/// Telemetry, DLQ and device-events topics of a test's own.
 async fn test_topics() -> Topics {
-    let topics = Topics { telemetry: unique("telemetry"), dlq: unique("telemetry-dlq") };
+    let topics = Topics {
+        telemetry: unique("telemetry"),
+        dlq: unique("telemetry-dlq"),
+        device_events: unique("device-events"),
+    };
     let brokers = testkit::kafka_brokers();
     testkit::create_topic(&brokers, &topics.telemetry, core_topics::TELEMETRY.partitions)
         .await
         .expect("create the test's telemetry topic (is infra/up.sh running?)");
     testkit::create_topic(&brokers, &topics.dlq, core_topics::TELEMETRY_DLQ.partitions).await.unwrap();
+    testkit::create_topic(&brokers, &topics.device_events, core_topics::DEVICE_EVENTS.partitions)
+        .await
+        .unwrap();
     topics
 }
 
@@ -106,6 +116,8 @@ impl Bridge {
             format!("--mqtt-password={password}"),
             format!("--mqtt-client-id={client_id}"),
             format!("--mqtt-topic-filter={}", telemetry_topic(device)),
+            format!("--mqtt-status-topic-filter={}", status_topic(device)),
+            format!("--device-events-topic={}", topics.device_events),
             format!("--kafka-brokers={kafka_brokers}"),
             format!("--telemetry-topic={}", topics.telemetry),
             format!("--dlq-topic={}", topics.dlq),
@@ -179,6 +191,11 @@ impl Bridge {
 /// Publishes `messages` in order with QoS 1 as the fleet simulator and waits until the
 /// broker acknowledged each.
 async fn publish(messages: &[(String, Vec<u8>)]) {
+    publish_with(messages, false).await;
+}
+
+/// [`publish`], retained when `retain` (as meters publish their status).
+async fn publish_with(messages: &[(String, Vec<u8>)], retain: bool) {
     let (user, password) = simulator_account();
     let mut options = MqttOptions::new(unique("publisher"), mqtt_host(), mqtt_port());
     options.set_credentials(user, password).set_max_packet_size(64 * 1024, 64 * 1024);
@@ -208,7 +225,7 @@ async fn publish(messages: &[(String, Vec<u8>)]) {
         }
     });
     for (topic, payload) in messages {
-        client.publish(topic, QoS::AtLeastOnce, false, payload.clone()).await.unwrap();
+        client.publish(topic, QoS::AtLeastOnce, retain, payload.clone()).await.unwrap();
     }
     tokio::time::timeout(WAIT, all_acked).await.expect("broker acknowledged every publish").unwrap();
     client.disconnect().await.unwrap();
@@ -603,4 +620,105 @@ async fn a_burst_larger_than_the_inflight_limit_arrives_complete_and_in_order() 
     bridge.wait_for_metric("smartmeter_bridge_mqtt_acks_total", BURST as f64).await;
     let client_id = bridge.stop().await;
     assert_eq!(drain_session(&client_id, Duration::from_secs(2)).await, 0);
+}
+
+/// The meter's birth and last-will messages (and the JSON form) become
+/// DeviceStatusChanged events keyed by device, in order, once each; bad status
+/// messages go to the DLQ with their codes; a retained status reaches a bridge that
+/// subscribes after it was published.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn status_messages_become_device_events_and_bad_ones_go_to_the_dlq() {
+    let device = DeviceId::parse(&unique("meter")).unwrap();
+    let topic = status_topic(&device);
+    let topics = test_topics().await;
+    let tail = KafkaTail::from_now(&[&topics.device_events, &topics.dlq]);
+    let bridge = Bridge::start(&unique("bridge"), &device, &topics, &testkit::kafka_brokers(), &[]);
+    bridge.wait_until_up(&["mqtt", "kafka"]).await;
+
+    let started = Timestamp::now();
+    let messages: Vec<(String, Vec<u8>)> = [
+        &b"online"[..],
+        b"sleeping",
+        b"offline",
+        br#"{"status":"online"}"#,
+        br#"{"status":"offline","reason":"disconnect"}"#,
+        br#"{"status":"online","device_id":"someone-else"}"#,
+        b"Online",
+    ]
+    .iter()
+    .map(|payload| (topic.clone(), payload.to_vec()))
+    .collect();
+    publish(&messages).await;
+
+    let records = tail.read(device.as_str(), |records| records.len() >= messages.len()).await;
+    let finished = Timestamp::now();
+    let changes: Vec<(bool, StatusReason)> = records
+        .iter()
+        .filter(|r| r.topic() == topics.device_events)
+        .map(|r| {
+            let envelope: Envelope<Value> = serde_json::from_slice(r.payload().unwrap()).unwrap();
+            assert_eq!(envelope.subject, device.as_str());
+            assert_eq!(envelope.source, "/bridge");
+            let DeviceEvent::StatusChanged(change) = DeviceEvent::from_envelope(&envelope).unwrap() else {
+                panic!("only status changes come from the bridge")
+            };
+            assert_eq!(envelope.id, change.event_id(), "deterministic id");
+            assert_eq!(envelope.time, change.at);
+            assert!(started <= change.at && change.at <= finished, "stamped with the receive time");
+            (change.online, change.reason)
+        })
+        .collect();
+    assert_eq!(
+        changes,
+        [
+            (true, StatusReason::Birth),
+            (false, StatusReason::LastWill),
+            (true, StatusReason::Birth),
+            (false, StatusReason::Disconnect),
+            (true, StatusReason::Birth),
+        ],
+        "each valid status once, in publish order"
+    );
+    let mut letters: Vec<(RejectCode, Vec<u8>)> = records
+        .iter()
+        .filter(|r| r.topic() == topics.dlq)
+        .map(|r| {
+            let letter: DeadLetter = serde_json::from_slice(r.payload().unwrap()).unwrap();
+            assert_eq!(letter.mqtt_topic, topic);
+            assert_eq!(letter.device_id.as_deref(), Some(device.as_str()));
+            (letter.error_code, letter.payload().unwrap())
+        })
+        .collect();
+    letters.sort_by_key(|(code, _)| code.as_str());
+    assert_eq!(
+        letters,
+        [
+            (RejectCode::DeviceMismatch, br#"{"status":"online","device_id":"someone-else"}"#.to_vec()),
+            (RejectCode::InvalidStatus, b"sleeping".to_vec()),
+        ]
+    );
+    bridge.wait_for_metric(r#"smartmeter_bridge_status_messages_total{status="online"}"#, 3.0).await;
+    bridge.wait_for_metric(r#"smartmeter_bridge_status_messages_total{status="offline"}"#, 2.0).await;
+    bridge.wait_for_metric(r#"smartmeter_bridge_dlq_messages_total{error_code="invalid_status"}"#, 1.0).await;
+    bridge.wait_for_metric("smartmeter_bridge_mqtt_acks_total", messages.len() as f64).await;
+    let first_client = bridge.stop().await;
+
+    // The meter's retained last will, published while no bridge listens, reaches the
+    // next bridge when it subscribes.
+    let tail = KafkaTail::from_now(&[&topics.device_events]);
+    publish_with(&[(topic.clone(), b"offline".to_vec())], true).await;
+    let bridge = Bridge::start(&unique("bridge"), &device, &topics, &testkit::kafka_brokers(), &[]);
+    let records = tail.read(device.as_str(), |records| !records.is_empty()).await;
+    assert_eq!(records.len(), 1);
+    let envelope: Envelope<Value> = serde_json::from_slice(records[0].payload().unwrap()).unwrap();
+    let event = DeviceEvent::from_envelope(&envelope).unwrap();
+    assert!(
+        matches!(event, DeviceEvent::StatusChanged(ref c) if !c.online && c.reason == StatusReason::LastWill)
+    );
+    let second_client = bridge.stop().await;
+
+    // Clear the retained message (an empty retained publish), then the sessions.
+    publish_with(&[(topic.clone(), Vec::new())], true).await;
+    drain_session(&first_client, Duration::from_secs(1)).await;
+    drain_session(&second_client, Duration::from_secs(1)).await;
 }

@@ -6,6 +6,7 @@ use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, Opts, Regi
 
 use crate::rollup::DevicePlan;
 
+#[derive(Clone)]
 pub struct Metrics {
     pub records_consumed: IntCounter,
     pub records_skipped: IntCounter,
@@ -16,6 +17,12 @@ pub struct Metrics {
     pub batch_records: Histogram,
     /// Billing periods by what happened: closed, adjusted.
     pub periods: IntCounterVec,
+    /// Device events by outcome: applied, rejected.
+    pub device_events: IntCounterVec,
+    /// Online/offline changes stored (from the bridge's events, telemetry and inactivity).
+    pub status_changes: IntCounter,
+    /// Devices whose energy was rebuilt (new time zone, decommissioning).
+    pub rebuilds: IntCounter,
 }
 
 #[derive(Debug, Default)]
@@ -24,10 +31,15 @@ pub struct BatchTotals {
     pub duplicates: u64,
     pub conflicts: u64,
     pub too_late: u64,
+    pub after_decommission: u64,
     pub late: u64,
     pub rejected: u64,
     pub periods_closed: u64,
     pub periods_adjusted: u64,
+    pub device_events: u64,
+    pub device_events_rejected: u64,
+    pub status_changes: u64,
+    pub rebuilt: u64,
 }
 
 impl BatchTotals {
@@ -37,6 +49,7 @@ impl BatchTotals {
         self.duplicates += plan.duplicates;
         self.conflicts += plan.conflicts.len() as u64;
         self.too_late += plan.too_late.len() as u64;
+        self.after_decommission += plan.after_decommission.len() as u64;
     }
 }
 
@@ -77,8 +90,23 @@ impl Metrics {
                 ),
                 &["event"],
             )?,
+            device_events: IntCounterVec::new(
+                Opts::new("smartmeter_processor_device_events_total", "Device events by outcome."),
+                &["outcome"],
+            )?,
+            status_changes: IntCounter::new(
+                "smartmeter_processor_status_changes_total",
+                "Online/offline changes stored (newest wins), from status events, telemetry and inactivity.",
+            )?,
+            rebuilds: IntCounter::new(
+                "smartmeter_processor_energy_rebuilds_total",
+                "Devices whose energy was rebuilt from their readings (new time zone, decommissioning).",
+            )?,
         };
         registry.register(Box::new(metrics.periods.clone()))?;
+        registry.register(Box::new(metrics.device_events.clone()))?;
+        registry.register(Box::new(metrics.status_changes.clone()))?;
+        registry.register(Box::new(metrics.rebuilds.clone()))?;
         registry.register(Box::new(metrics.records_consumed.clone()))?;
         registry.register(Box::new(metrics.records_skipped.clone()))?;
         registry.register(Box::new(metrics.readings.clone()))?;
@@ -98,11 +126,16 @@ impl Metrics {
             ("duplicate", totals.duplicates),
             ("conflict", totals.conflicts),
             ("too_late", totals.too_late),
+            ("after_decommission", totals.after_decommission),
             ("rejected", totals.rejected),
         ] {
             self.readings.with_label_values(&[outcome]).inc_by(count);
         }
         self.periods.with_label_values(&["closed"]).inc_by(totals.periods_closed);
         self.periods.with_label_values(&["adjusted"]).inc_by(totals.periods_adjusted);
+        self.device_events.with_label_values(&["applied"]).inc_by(totals.device_events);
+        self.device_events.with_label_values(&["rejected"]).inc_by(totals.device_events_rejected);
+        self.status_changes.inc_by(totals.status_changes);
+        self.rebuilds.inc_by(totals.rebuilt);
     }
 }

@@ -6,6 +6,12 @@
 //! Closing publishes PeriodClosed through the outbox; a later change to a closed
 //! period's figures (late data inside the lateness) publishes PeriodAdjusted with the
 //! next revision. Nothing billed is rewritten silently.
+//!
+//! A device's decommissioning closes its open periods at once (the last one carries
+//! the final read and the `decommissioned` flag) and opens none after it. A new time
+//! zone re-derives them all ([`rederive`]): month bounds move to the new zone, months
+//! that now hold data open, open months that no longer do are dropped (nothing was
+//! published for them), and closed months whose figures changed publish PeriodAdjusted.
 
 use std::collections::BTreeSet;
 
@@ -19,9 +25,9 @@ use smartmeter_core::billing::{BillingPeriod, HourlyEnergy};
 use smartmeter_core::energy::milli_wh_to_kwh;
 use smartmeter_core::event::Envelope;
 use smartmeter_core::service::outbox;
-use smartmeter_core::{topics, DeviceId};
+use smartmeter_core::DeviceId;
 
-const SOURCE: &str = "/processor";
+use crate::status::EVENT_SOURCE as SOURCE;
 
 /// A local calendar month of a zone.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,9 +84,10 @@ pub async fn open(
 
 /// Closes the device's open periods that end (plus grace) at or before `event_time`,
 /// and re-publishes closed periods among `touched` months whose figures changed.
-/// Returns (closed, adjusted).
+/// Events go to `topic`. Returns (closed, adjusted).
 pub async fn close_and_adjust(
     tx: &Transaction<'_>,
+    topic: &str,
     device_id: &str,
     event_time: Option<Timestamp>,
     grace: SignedDuration,
@@ -97,7 +104,7 @@ pub async fn close_and_adjust(
             )
             .await?;
         for row in due {
-            if close(tx, device_id, row.get(0)).await? {
+            if close(tx, topic, device_id, row.get(0)).await? {
                 closed += 1;
             }
         }
@@ -123,7 +130,7 @@ pub async fn close_and_adjust(
                 Err(error) => {
                     tracing::error!(device_id, %month, %error, "Stored period event unreadable; re-publishing.");
                     event.revision = revision as u32 + 1;
-                    publish(tx, &event).await?;
+                    publish(tx, topic, &event).await?;
                     adjusted += 1;
                     continue;
                 }
@@ -131,7 +138,7 @@ pub async fn close_and_adjust(
             previous.revision = 0;
             if previous != event {
                 event.revision = revision as u32 + 1;
-                publish(tx, &event).await?;
+                publish(tx, topic, &event).await?;
                 adjusted += 1;
             }
         }
@@ -140,11 +147,16 @@ pub async fn close_and_adjust(
 }
 
 /// Closes periods of meters silent for the grace interval whose end plus grace has
-/// passed on the wall clock. Returns how many it closed.
+/// passed on the wall clock. Only meters whose telemetry partition is in `caught_up`
+/// (read to its end: a backlog is not silence) are judged; meters that never sent
+/// telemetry only when `all_caught_up`. Returns how many it closed.
 pub async fn close_silent(
     tx: &Transaction<'_>,
+    topic: &str,
     grace: SignedDuration,
     now: Timestamp,
+    caught_up: &[i32],
+    all_caught_up: bool,
     limit: i64,
 ) -> Result<u64, tokio_postgres::Error> {
     let due = tx
@@ -153,22 +165,106 @@ pub async fn close_silent(
              JOIN devices d ON d.device_id = p.device_id
              WHERE p.status = 'open' AND p.ends_at + $1::text::interval <= $2
                AND (d.last_seen_at IS NULL OR d.last_seen_at + $1::text::interval <= $2)
+               AND (d.telemetry_partition = ANY($4) OR (d.telemetry_partition IS NULL AND $5))
              ORDER BY p.ends_at LIMIT $3
              FOR UPDATE OF p SKIP LOCKED",
-            &[&interval(grace), &now, &limit],
+            &[&interval(grace), &now, &limit, &caught_up, &all_caught_up],
         )
         .await?;
     let mut closed = 0;
     for row in due {
         let device_id: String = row.get(0);
-        if close(tx, &device_id, row.get(1)).await? {
+        if close(tx, topic, &device_id, row.get(1)).await? {
             closed += 1;
         }
     }
     Ok(closed)
 }
 
-async fn close(tx: &Transaction<'_>, device_id: &str, month: Date) -> Result<bool, tokio_postgres::Error> {
+/// Closes every open period of the device (it was decommissioned). Returns how many.
+pub async fn close_open(
+    tx: &Transaction<'_>,
+    topic: &str,
+    device_id: &str,
+) -> Result<u64, tokio_postgres::Error> {
+    let open = tx
+        .query(
+            "SELECT month FROM billing_periods WHERE device_id = $1 AND status = 'open' ORDER BY month FOR UPDATE",
+            &[&device_id],
+        )
+        .await?;
+    let mut closed = 0;
+    for row in open {
+        if close(tx, topic, device_id, row.get(0)).await? {
+            closed += 1;
+        }
+    }
+    Ok(closed)
+}
+
+/// Re-derives the device's periods after its energy was rebuilt (a new zone, or
+/// readings no longer counted after a decommissioning): bounds in the zone, open
+/// months = `months_with_data` (those starting before `decommissioned_at` only), open
+/// rows without data dropped, due months closed, changed closed months adjusted.
+/// Returns (closed, adjusted).
+#[allow(clippy::too_many_arguments)]
+pub async fn rederive(
+    tx: &Transaction<'_>,
+    topic: &str,
+    device_id: &str,
+    tz_name: &str,
+    tz: &TimeZone,
+    months_with_data: &BTreeSet<Date>,
+    newest_reading_at: Option<Timestamp>,
+    decommissioned_at: Option<Timestamp>,
+    grace: SignedDuration,
+) -> Result<(u64, u64), tokio_postgres::Error> {
+    let rows = tx
+        .query(
+            "SELECT month, status FROM billing_periods WHERE device_id = $1 ORDER BY month FOR UPDATE",
+            &[&device_id],
+        )
+        .await?;
+    let mut all_months: BTreeSet<Date> = BTreeSet::new();
+    for row in &rows {
+        let month = LocalMonth::containing(row.get(0), tz);
+        all_months.insert(month.first_day);
+        tx.execute(
+            "UPDATE billing_periods SET time_zone = $3, starts_at = $4, ends_at = $5
+             WHERE device_id = $1 AND month = $2",
+            &[&device_id, &month.first_day, &tz_name, &month.starts_at, &month.ends_at],
+        )
+        .await?;
+    }
+    let wanted: BTreeSet<Date> = months_with_data
+        .iter()
+        .map(|d| d.first_of_month())
+        .filter(|first| {
+            decommissioned_at.is_none_or(|until| LocalMonth::containing(*first, tz).starts_at < until)
+        })
+        .collect();
+    open(tx, device_id, tz_name, tz, &wanted).await?;
+    let wanted_list: Vec<Date> = wanted.iter().copied().collect();
+    tx.execute(
+        "DELETE FROM billing_periods WHERE device_id = $1 AND status = 'open' AND NOT (month = ANY($2))",
+        &[&device_id, &wanted_list],
+    )
+    .await?;
+    all_months.extend(wanted);
+    let (mut closed, adjusted) =
+        close_and_adjust(tx, topic, device_id, newest_reading_at, grace, &all_months).await?;
+    if decommissioned_at.is_some() {
+        closed += close_open(tx, topic, device_id).await?;
+    }
+    Ok((closed, adjusted))
+}
+
+async fn close(
+    tx: &Transaction<'_>,
+    topic: &str,
+    device_id: &str,
+    month: Date,
+) -> Result<bool, tokio_postgres::Error> {
     let event = summarize(tx, device_id, month, 0).await?;
     let data = serde_json::to_value(&event).expect("period event serializes");
     let changed = tx
@@ -179,22 +275,30 @@ async fn close(tx: &Transaction<'_>, device_id: &str, month: Date) -> Result<boo
         )
         .await?;
     if changed == 1 {
-        enqueue(tx, &event).await?;
+        enqueue(tx, topic, &event).await?;
     }
     Ok(changed == 1)
 }
 
-async fn publish(tx: &Transaction<'_>, event: &PeriodEvent) -> Result<(), tokio_postgres::Error> {
+async fn publish(
+    tx: &Transaction<'_>,
+    topic: &str,
+    event: &PeriodEvent,
+) -> Result<(), tokio_postgres::Error> {
     let data = serde_json::to_value(event).expect("period event serializes");
     tx.execute(
         "UPDATE billing_periods SET revision = $3, published = $4 WHERE device_id = $1 AND month = $2",
         &[&event.device_id.as_str(), &event.period.first_day, &(event.revision as i32), &data],
     )
     .await?;
-    enqueue(tx, event).await
+    enqueue(tx, topic, event).await
 }
 
-async fn enqueue(tx: &Transaction<'_>, event: &PeriodEvent) -> Result<(), tokio_postgres::Error> {
+async fn enqueue(
+    tx: &Transaction<'_>,
+    topic: &str,
+    event: &PeriodEvent,
+) -> Result<(), tokio_postgres::Error> {
     // Event time: the end of the period, so the billing replay finds a month's
     // periods by time whatever wall-clock time they were closed at.
     let envelope = Envelope::new(
@@ -205,7 +309,7 @@ async fn enqueue(tx: &Transaction<'_>, event: &PeriodEvent) -> Result<(), tokio_
         event.device_id.as_str(),
         event,
     );
-    outbox::enqueue(tx, topics::BILLING_PERIODS.name, event.device_id.as_str(), &envelope).await
+    outbox::enqueue(tx, topic, event.device_id.as_str(), &envelope).await
 }
 
 /// Builds the period's figures from the stored tables (the same tables the API and
@@ -218,7 +322,7 @@ async fn summarize(
 ) -> Result<PeriodEvent, tokio_postgres::Error> {
     let period = tx
         .query_one(
-            "SELECT p.time_zone, p.starts_at, p.ends_at, d.tariff_id, d.sanctioned_load_kw
+            "SELECT p.time_zone, p.starts_at, p.ends_at, d.tariff_id, d.sanctioned_load_kw, d.decommissioned_at
              FROM billing_periods p JOIN devices d ON d.device_id = p.device_id
              WHERE p.device_id = $1 AND p.month = $2",
             &[&device_id, &month],
@@ -229,6 +333,7 @@ async fn summarize(
     let ends_at: Timestamp = period.get(2);
     let tariff_id: Option<String> = period.get(3);
     let sanctioned_load_kw: Option<Decimal> = period.get(4);
+    let decommissioned_at: Option<Timestamp> = period.get(5);
     let last_day = month.last_of_month();
 
     let hours = tx
@@ -256,7 +361,8 @@ async fn summarize(
     let opening_read = read(
         tx.query_opt(
             "SELECT ts, counter_milli_wh FROM readings
-             WHERE device_id = $1 AND ts <= $2 AND NOT too_late ORDER BY ts DESC LIMIT 1",
+             WHERE device_id = $1 AND ts <= $2 AND NOT too_late AND NOT after_decommission
+             ORDER BY ts DESC LIMIT 1",
             &[&device_id, &starts_at],
         )
         .await?,
@@ -264,7 +370,8 @@ async fn summarize(
     let closing_read = read(
         tx.query_opt(
             "SELECT ts, counter_milli_wh FROM readings
-             WHERE device_id = $1 AND ts <= $2 AND NOT too_late ORDER BY ts DESC LIMIT 1",
+             WHERE device_id = $1 AND ts <= $2 AND NOT too_late AND NOT after_decommission
+             ORDER BY ts DESC LIMIT 1",
             &[&device_id, &ends_at],
         )
         .await?,
@@ -275,7 +382,7 @@ async fn summarize(
                     count(DISTINCT date_trunc('hour', ts AT TIME ZONE $4)),
                     coalesce(bool_or(clock_unsynced), false)
              FROM readings
-             WHERE device_id = $1 AND ts >= $2 AND ts < $3 AND NOT too_late",
+             WHERE device_id = $1 AND ts >= $2 AND ts < $3 AND NOT too_late AND NOT after_decommission",
             &[&device_id, &starts_at, &ends_at, &time_zone],
         )
         .await?;
@@ -311,6 +418,9 @@ async fn summarize(
     }
     if opening_read.is_none() {
         quality_flags.insert(QualityFlag::NoOpeningRead);
+    }
+    if decommissioned_at.is_some_and(|at| starts_at < at && at <= ends_at) {
+        quality_flags.insert(QualityFlag::Decommissioned);
     }
 
     let mut billing_period = BillingPeriod::new(month, last_day, milli_wh_to_kwh(energy_milli_wh));

@@ -44,6 +44,8 @@ pub struct DevicePlan {
     pub conflicts: Vec<Arrived>,
     /// Readings older than the allowed lateness: stored, flagged, never counted.
     pub too_late: Vec<Arrived>,
+    /// Readings stamped after the device was decommissioned: stored, flagged, never counted.
+    pub after_decommission: Vec<Arrived>,
     pub duplicates: u64,
     /// Counter events after `events_after` are replaced by `events`.
     pub events_after: Option<Timestamp>,
@@ -63,17 +65,35 @@ pub struct Judgement {
     pub late: bool,
 }
 
-/// Splits a device's batch into readings to account and readings past the lateness.
-/// Lateness is event time per device: measured from the newest reading seen so far.
-pub fn split_too_late(
+/// A device's batch, sorted by what becomes of each reading.
+#[derive(Debug, Default)]
+pub struct Split {
+    /// To account, each with whether it arrived after a newer reading (late).
+    pub accepted: Vec<(Arrived, bool)>,
+    pub too_late: Vec<Arrived>,
+    pub after_decommission: Vec<Arrived>,
+    /// The newest accepted event time, this batch included.
+    pub newest: Option<Timestamp>,
+}
+
+/// Splits a device's batch into readings to account, readings past the lateness and
+/// readings stamped after `counted_until` (the device's decommissioning). Lateness is
+/// event time per device: measured from the newest reading seen so far.
+pub fn split(
     arrived: Vec<Arrived>,
     mut newest: Option<Timestamp>,
     allowed_lateness: SignedDuration,
-) -> (Vec<(Arrived, bool)>, Vec<Arrived>, Option<Timestamp>) {
+    counted_until: Option<Timestamp>,
+) -> Split {
     let mut accepted = Vec::with_capacity(arrived.len());
     let mut too_late = Vec::new();
+    let mut after_decommission = Vec::new();
     for item in arrived {
         let at = item.counter.at;
+        if counted_until.is_some_and(|until| at > until) {
+            after_decommission.push(item);
+            continue;
+        }
         match newest {
             Some(n) if at < n - allowed_lateness => too_late.push(item),
             Some(n) => {
@@ -86,20 +106,15 @@ pub fn split_too_late(
             }
         }
     }
-    (accepted, too_late, newest)
+    Split { accepted, too_late, after_decommission, newest }
 }
 
 /// Plans the writes for one device. `window` is the stored sequence starting at the
 /// baseline before the earliest accepted reading (see [`Window`]).
-pub fn plan(
-    window: Window,
-    accepted: Vec<(Arrived, bool)>,
-    too_late: Vec<Arrived>,
-    newest_reading_at: Option<Timestamp>,
-    tz: &TimeZone,
-    rules: &Rules,
-) -> DevicePlan {
-    let mut plan = DevicePlan { too_late, newest_reading_at, ..DevicePlan::default() };
+pub fn plan(window: Window, split: Split, tz: &TimeZone, rules: &Rules) -> DevicePlan {
+    let Split { accepted, too_late, after_decommission, newest } = split;
+    let mut plan =
+        DevicePlan { too_late, after_decommission, newest_reading_at: newest, ..DevicePlan::default() };
     let incoming: Vec<CounterReading> = accepted.iter().map(|(a, _)| a.counter).collect();
     let (merged, _) = energy::merge(&window.readings, &incoming);
 
@@ -211,9 +226,26 @@ mod tests {
     }
 
     fn run(window: Window, batch: Vec<Arrived>) -> DevicePlan {
+        run_until(window, batch, None)
+    }
+
+    fn run_until(window: Window, batch: Vec<Arrived>, counted_until: Option<Timestamp>) -> DevicePlan {
         let newest = window.readings.last().map(|r| r.at);
-        let (accepted, too_late, newest) = split_too_late(batch, newest, SignedDuration::from_hours(24 * 7));
-        plan(window, accepted, too_late, newest, &TimeZone::get("Europe/London").unwrap(), &Rules::default())
+        let split = split(batch, newest, SignedDuration::from_hours(24 * 7), counted_until);
+        plan(window, split, &TimeZone::get("Europe/London").unwrap(), &Rules::default())
+    }
+
+    #[test]
+    fn readings_after_decommissioning_are_kept_aside() {
+        let plan = run_until(
+            Window { starts_at_first_reading: true, readings: vec![] },
+            vec![arrived("2026-01-01T00:00:00Z", 1.0, 0), arrived("2026-01-01T02:00:00Z", 3.0, 1)],
+            Some("2026-01-01T01:00:00Z".parse().unwrap()),
+        );
+        assert_eq!(plan.inserts.len(), 1);
+        assert_eq!(plan.after_decommission.len(), 1);
+        assert!(plan.hourly.is_empty());
+        assert_eq!(plan.newest_reading_at, Some("2026-01-01T00:00:00Z".parse().unwrap()));
     }
 
     #[test]

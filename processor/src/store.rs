@@ -9,15 +9,21 @@ use jiff::Timestamp;
 use smartmeter_core::energy::CounterReading;
 
 use crate::rollup::{Arrived, DevicePlan, Judgement, Window};
+use crate::status;
 
 /// What the processor needs of a device row.
 #[derive(Debug, Clone)]
 pub struct DeviceRow {
     pub time_zone: String,
     pub newest_reading_at: Option<Timestamp>,
+    /// Readings stamped after this are stored but not counted.
+    pub decommissioned_at: Option<Timestamp>,
+    pub last_seen_at: Option<Timestamp>,
+    pub status: status::State,
 }
 
-/// Loads the batch's devices, registering unknown ones as `discovered` in the default zone.
+/// Loads and locks the batch's devices (in id order, so concurrent writers cannot
+/// deadlock), registering unknown ones as `discovered` in the default zone.
 pub async fn load_devices(
     tx: &Transaction<'_>,
     device_ids: &[&str],
@@ -25,21 +31,34 @@ pub async fn load_devices(
 ) -> Result<HashMap<String, DeviceRow>, tokio_postgres::Error> {
     tx.execute(
         "INSERT INTO devices (device_id, time_zone)
-         SELECT id, $2 FROM unnest($1::text[]) AS id
+         SELECT id, $2 FROM unnest($1::text[]) AS id ORDER BY id
          ON CONFLICT (device_id) DO NOTHING",
         &[&device_ids, &default_time_zone],
     )
     .await?;
     let rows = tx
         .query(
-            "SELECT device_id, time_zone, newest_reading_at FROM devices WHERE device_id = ANY($1)",
+            "SELECT device_id, time_zone, newest_reading_at, decommissioned_at, last_seen_at,
+                    online, status_changed_at, status_reason
+             FROM devices WHERE device_id = ANY($1) ORDER BY device_id FOR UPDATE",
             &[&device_ids],
         )
         .await?;
-    Ok(rows
-        .iter()
-        .map(|row| (row.get(0), DeviceRow { time_zone: row.get(1), newest_reading_at: row.get(2) }))
-        .collect())
+    Ok(rows.iter().map(|row| (row.get(0), device_row(row))).collect())
+}
+
+fn device_row(row: &tokio_postgres::Row) -> DeviceRow {
+    DeviceRow {
+        time_zone: row.get(1),
+        newest_reading_at: row.get(2),
+        decommissioned_at: row.get(3),
+        last_seen_at: row.get(4),
+        status: status::State {
+            online: row.get(5),
+            at: row.get(6),
+            reason: row.get::<_, Option<&str>>(7).and_then(status::parse_reason),
+        },
+    }
 }
 
 /// The stored sequence from the baseline before `earliest` to the newest reading.
@@ -51,7 +70,8 @@ pub async fn load_window(
     let baseline = tx
         .query_opt(
             "SELECT ts FROM readings
-             WHERE device_id = $1 AND ts < $2 AND NOT too_late AND counter_class <> 'jitter'
+             WHERE device_id = $1 AND ts < $2 AND NOT too_late AND NOT after_decommission
+               AND counter_class <> 'jitter'
              ORDER BY ts DESC LIMIT 1",
             &[&device_id, &earliest],
         )
@@ -60,7 +80,8 @@ pub async fn load_window(
     let rows = tx
         .query(
             "SELECT ts, counter_milli_wh FROM readings
-             WHERE device_id = $1 AND NOT too_late AND ($2::timestamptz IS NULL OR ts >= $2)
+             WHERE device_id = $1 AND NOT too_late AND NOT after_decommission
+               AND ($2::timestamptz IS NULL OR ts >= $2)
              ORDER BY ts",
             &[&device_id, &baseline],
         )
@@ -82,10 +103,13 @@ pub async fn apply(
 ) -> Result<(), tokio_postgres::Error> {
     let mut fresh = ReadingRows::default();
     for (arrived, judgement) in &plan.inserts {
-        fresh.push(arrived, Some(judgement));
+        fresh.push(arrived, Kept::Counted(judgement));
     }
     for arrived in &plan.too_late {
-        fresh.push(arrived, None);
+        fresh.push(arrived, Kept::TooLate);
+    }
+    for arrived in &plan.after_decommission {
+        fresh.push(arrived, Kept::AfterDecommission);
     }
     fresh.insert(tx, false).await?;
 
@@ -101,7 +125,7 @@ pub async fn apply(
         .await?;
         let mut replacing = ReadingRows::default();
         for (arrived, judgement) in &plan.replacements {
-            replacing.push(arrived, Some(judgement));
+            replacing.push(arrived, Kept::Counted(judgement));
         }
         replacing.insert(tx, true).await?;
     }
@@ -228,18 +252,29 @@ async fn write_energy(
     Ok(())
 }
 
-async fn update_device(
-    tx: &Transaction<'_>,
-    device_id: &str,
-    plan: &DevicePlan,
-) -> Result<(), tokio_postgres::Error> {
-    let arrivals = plan
+/// The readings of a plan that came from the meter this time (duplicates left out), in
+/// the order they were read from Kafka.
+pub fn arrivals(plan: &DevicePlan) -> Vec<&Arrived> {
+    let mut arrivals: Vec<&Arrived> = plan
         .inserts
         .iter()
         .chain(&plan.replacements)
         .map(|(a, _)| a)
         .chain(&plan.too_late)
-        .chain(&plan.conflicts);
+        .chain(&plan.after_decommission)
+        .chain(&plan.conflicts)
+        .collect();
+    arrivals.sort_by_key(|a| (a.partition, a.offset));
+    arrivals
+}
+
+async fn update_device(
+    tx: &Transaction<'_>,
+    device_id: &str,
+    plan: &DevicePlan,
+) -> Result<(), tokio_postgres::Error> {
+    let arrivals = arrivals(plan);
+    let partition = arrivals.last().map(|a| a.partition);
     let mut last_seen: Option<Timestamp> = None;
     let mut first_seen: Option<Timestamp> = None;
     let mut newest_with_fw: Option<(Timestamp, &str)> = None;
@@ -253,7 +288,7 @@ async fn update_device(
             }
         }
     }
-    let stored = (plan.inserts.len() + plan.too_late.len()) as i64;
+    let stored = (plan.inserts.len() + plan.too_late.len() + plan.after_decommission.len()) as i64;
     let duplicates = plan.duplicates as i64;
     let firmware = newest_with_fw.map(|(_, fw)| fw);
     tx.execute(
@@ -264,9 +299,19 @@ async fn update_device(
              firmware_version  = coalesce($5, firmware_version),
              readings_total    = readings_total + $6,
              duplicates_total  = duplicates_total + $7,
+             telemetry_partition = coalesce($8, telemetry_partition),
              updated_at        = now()
          WHERE device_id = $1",
-        &[&device_id, &plan.newest_reading_at, &last_seen, &first_seen, &firmware, &stored, &duplicates],
+        &[
+            &device_id,
+            &plan.newest_reading_at,
+            &last_seen,
+            &first_seen,
+            &firmware,
+            &stored,
+            &duplicates,
+            &partition,
+        ],
     )
     .await?;
     Ok(())
@@ -297,11 +342,28 @@ struct ReadingRows {
     counted: Vec<i64>,
     partition: Vec<i32>,
     offset: Vec<i64>,
+    after_decommission: Vec<bool>,
 }
 
+/// How a stored reading is kept.
+#[derive(Debug, Clone, Copy)]
+enum Kept<'a> {
+    Counted(&'a Judgement),
+    /// Past the allowed lateness.
+    TooLate,
+    /// Stamped after the device's decommissioning.
+    AfterDecommission,
+}
+
+/// `counter_class` of readings stamped after their device's decommissioning.
+pub const DECOMMISSIONED_CLASS: &str = "decommissioned";
+
 impl ReadingRows {
-    /// `judgement` is `None` for a reading past the allowed lateness.
-    fn push(&mut self, arrived: &Arrived, judgement: Option<&Judgement>) {
+    fn push(&mut self, arrived: &Arrived, kept: Kept<'_>) {
+        let judgement = match kept {
+            Kept::Counted(judgement) => Some(judgement),
+            Kept::TooLate | Kept::AfterDecommission => None,
+        };
         let r = &arrived.reading;
         self.device_id.push(r.device_id.to_string());
         self.ts.push(r.timestamp);
@@ -320,11 +382,16 @@ impl ReadingRows {
         self.fw.push(r.fw.clone());
         self.clock_unsynced.push(r.clock_unsynced);
         self.late.push(judgement.is_some_and(|j| j.late));
-        self.too_late.push(judgement.is_none());
-        self.class.push(judgement.map_or("too_late", |j| j.kind.as_str()));
+        self.too_late.push(matches!(kept, Kept::TooLate));
+        self.class.push(match kept {
+            Kept::Counted(j) => j.kind.as_str(),
+            Kept::TooLate => "too_late",
+            Kept::AfterDecommission => DECOMMISSIONED_CLASS,
+        });
         self.counted.push(judgement.map_or(0, |j| j.counted_milli_wh));
         self.partition.push(arrived.partition);
         self.offset.push(arrived.offset);
+        self.after_decommission.push(matches!(kept, Kept::AfterDecommission));
     }
 
     async fn insert(&self, tx: &Transaction<'_>, replace: bool) -> Result<u64, tokio_postgres::Error> {
@@ -341,7 +408,7 @@ impl ReadingRows {
                  boot_id = EXCLUDED.boot_id, fw = EXCLUDED.fw, clock_unsynced = EXCLUDED.clock_unsynced,
                  late = EXCLUDED.late, too_late = EXCLUDED.too_late, counter_class = EXCLUDED.counter_class,
                  counted_milli_wh = EXCLUDED.counted_milli_wh, kafka_partition = EXCLUDED.kafka_partition,
-                 kafka_offset = EXCLUDED.kafka_offset"
+                 kafka_offset = EXCLUDED.kafka_offset, after_decommission = EXCLUDED.after_decommission"
         } else {
             "ON CONFLICT (device_id, ts) DO NOTHING"
         };
@@ -349,12 +416,12 @@ impl ReadingRows {
             "INSERT INTO readings (device_id, ts, meter_ts, received_at, voltage_v, current_a, power_w,
                                    energy_kwh, counter_milli_wh, power_factor, frequency_hz, rssi, seq,
                                    boot_id, fw, clock_unsynced, late, too_late, counter_class,
-                                   counted_milli_wh, kafka_partition, kafka_offset)
+                                   counted_milli_wh, kafka_partition, kafka_offset, after_decommission)
              SELECT * FROM unnest($1::text[], $2::timestamptz[], $3::timestamptz[], $4::timestamptz[],
                                   $5::float8[], $6::float8[], $7::float8[], $8::float8[], $9::bigint[],
                                   $10::float8[], $11::float8[], $12::int[], $13::bigint[], $14::text[],
                                   $15::text[], $16::bool[], $17::bool[], $18::bool[], $19::text[],
-                                  $20::bigint[], $21::int[], $22::bigint[])
+                                  $20::bigint[], $21::int[], $22::bigint[], $23::bool[])
              {on_conflict}"
         );
         tx.execute(
@@ -382,8 +449,68 @@ impl ReadingRows {
                 &self.counted,
                 &self.partition,
                 &self.offset,
+                &self.after_decommission,
             ],
         )
         .await
     }
+}
+
+/// What [`rebuild_energy`] found.
+#[derive(Debug, Default)]
+pub struct Rebuilt {
+    /// Local dates (in the zone rebuilt for) of counted readings and of days with energy.
+    pub dates: std::collections::BTreeSet<Date>,
+    pub newest_reading_at: Option<Timestamp>,
+    pub readings: usize,
+}
+
+/// Recomputes a device's hourly and daily energy from its counted readings in `tz`
+/// and replaces what is stored. The incremental rollups equal a full accounting of
+/// the same readings (core's property tests), so this is also what in-order arrival
+/// in that zone would have stored.
+pub async fn rebuild_energy(
+    tx: &Transaction<'_>,
+    device_id: &str,
+    tz: &jiff::tz::TimeZone,
+    rules: &smartmeter_core::energy::Rules,
+) -> Result<Rebuilt, tokio_postgres::Error> {
+    let readings: Vec<CounterReading> = tx
+        .query(
+            "SELECT ts, counter_milli_wh FROM readings
+             WHERE device_id = $1 AND NOT too_late AND NOT after_decommission ORDER BY ts",
+            &[&device_id],
+        )
+        .await?
+        .iter()
+        .map(|row| CounterReading { at: row.get(0), counter_milli_wh: row.get(1) })
+        .collect();
+    let rollup = smartmeter_core::energy::account(&readings, tz, rules);
+    let daily = rollup.daily();
+    tx.execute("DELETE FROM energy_hourly WHERE device_id = $1", &[&device_id]).await?;
+    tx.execute("DELETE FROM energy_daily WHERE device_id = $1", &[&device_id]).await?;
+    let plan = DevicePlan {
+        hourly: rollup.hourly,
+        daily: daily.into_iter().filter(|(_, energy)| *energy != 0).collect(),
+        ..DevicePlan::default()
+    };
+    write_energy(tx, device_id, &plan).await?;
+    let mut dates: std::collections::BTreeSet<Date> =
+        readings.iter().map(|r| r.at.to_zoned(tz.clone()).date()).collect();
+    dates.extend(plan.daily.keys().copied());
+    Ok(Rebuilt { dates, newest_reading_at: readings.last().map(|r| r.at), readings: readings.len() })
+}
+
+/// Makes sure the device has a row (`discovered`, in the default zone, if new).
+pub async fn ensure_device(
+    tx: &Transaction<'_>,
+    device_id: &str,
+    default_time_zone: &str,
+) -> Result<(), tokio_postgres::Error> {
+    tx.execute(
+        "INSERT INTO devices (device_id, time_zone) VALUES ($1, $2) ON CONFLICT (device_id) DO NOTHING",
+        &[&device_id, &default_time_zone],
+    )
+    .await?;
+    Ok(())
 }

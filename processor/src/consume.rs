@@ -1,0 +1,286 @@
+//! One batch, one transaction: the device events and the telemetry of a batch, their
+//! effects on every table, and the consumed offsets of both topics.
+//!
+//! Device events of the batch are applied first, in the order read, so telemetry in the
+//! same batch sees the zone and lifecycle they set. Then telemetry, grouped by device:
+//! dedup and lateness ([`rollup::split`]), the plan of what changes
+//! ([`rollup::plan`]), the writes ([`store::apply`]), billing periods, and the status
+//! changes the readings imply ([`status::from_telemetry`]). Records that cannot be read
+//! are kept in `telemetry_rejects` / `device_event_rejects` and committed past.
+
+use std::collections::{BTreeSet, HashMap};
+use std::time::Instant;
+
+use deadpool_postgres::{Pool, Transaction};
+use jiff::tz::TimeZone;
+use smartmeter_core::device_events::DeviceEvent;
+use smartmeter_core::energy::{self, CounterReading};
+use smartmeter_core::event::Envelope;
+use smartmeter_core::service::consumer::{Batch, BatchError, BatchHandler, Record};
+use smartmeter_core::{DeviceId, Reading};
+
+use crate::metrics::{BatchTotals, Metrics};
+use crate::rollup::{self, Arrived, Window};
+use crate::{periods, registry, status, store, Config};
+
+pub struct Ingest {
+    pub config: Config,
+    pub pool: Pool,
+    pub metrics: Metrics,
+    /// Per device: the readings from the last baseline to the newest, as committed.
+    tails: HashMap<String, Window>,
+    zones: HashMap<String, TimeZone>,
+}
+
+impl Ingest {
+    pub fn new(config: Config, pool: Pool, metrics: Metrics) -> Self {
+        Self { config, pool, metrics, tails: HashMap::new(), zones: HashMap::new() }
+    }
+
+    fn zone(&mut self, name: &str) -> TimeZone {
+        if let Some(tz) = self.zones.get(name) {
+            return tz.clone();
+        }
+        let tz = TimeZone::get(name).unwrap_or_else(|error| {
+            tracing::error!(zone = name, %error, "Unknown device time zone; using the default.");
+            TimeZone::get(&self.config.default_time_zone).expect("checked at start")
+        });
+        self.zones.insert(name.to_owned(), tz.clone());
+        tz
+    }
+
+    async fn process(&mut self, batch: &Batch) -> Result<(), BatchError> {
+        let started = Instant::now();
+        let mut totals = BatchTotals::default();
+        let (events, telemetry): (Vec<&Record>, Vec<&Record>) = batch
+            .records
+            .iter()
+            .partition(|r| self.config.device_events_topic.as_deref() == Some(r.topic.as_str()));
+
+        let mut client = self.pool.get().await.map_err(BatchError::failed)?;
+        let tx = client.transaction().await?;
+        for record in &events {
+            self.device_event(&tx, record, &mut totals).await?;
+        }
+        let new_tails = self.telemetry(&tx, &telemetry, &mut totals).await?;
+        batch.store_offsets(&tx, &self.config.group_id).await?;
+        tx.commit().await?;
+
+        for (device_id, tail) in new_tails {
+            self.tails.insert(device_id, tail);
+        }
+        self.metrics.observe_batch(batch.records.len(), &totals, started.elapsed());
+        Ok(())
+    }
+
+    async fn device_event(
+        &mut self,
+        tx: &Transaction<'_>,
+        record: &Record,
+        totals: &mut BatchTotals,
+    ) -> Result<(), tokio_postgres::Error> {
+        let parsed = serde_json::from_slice::<Envelope<serde_json::Value>>(&record.payload)
+            .map_err(|e| format!("not a CloudEvents JSON envelope: {e}"))
+            .and_then(|envelope| {
+                DeviceEvent::from_envelope(&envelope)
+                    .map(|event| (envelope.time, event))
+                    .map_err(|e| e.to_string())
+            });
+        let (at, event) = match parsed {
+            Ok(parsed) => parsed,
+            Err(reason) => return reject_event(tx, record, &reason, totals).await,
+        };
+        let device_id = event.device_id().to_string();
+        self.tails.remove(&device_id);
+        let cx = registry::Context {
+            default_time_zone: &self.config.default_time_zone,
+            rules: &self.config.rules,
+            period_grace: self.config.period_grace,
+            periods_topic: &self.config.billing_periods_topic,
+        };
+        let applied = match &event {
+            DeviceEvent::Registered(e) => registry::register(tx, e, at, &cx).await?,
+            DeviceEvent::Updated(e) => registry::update(tx, e, &cx).await?,
+            DeviceEvent::Decommissioned(e) => registry::decommission(tx, e, at, &cx).await?,
+            DeviceEvent::StatusChanged(change) => {
+                store::ensure_device(tx, &device_id, &self.config.default_time_zone).await?;
+                if status::store(tx, change).await? {
+                    totals.status_changes += 1;
+                }
+                registry::Applied::default()
+            }
+        };
+        if let Some(reason) = applied.refused {
+            tracing::warn!(%device_id, event_type = event.event_type(), %reason, "Device event refused.");
+            return reject_event(tx, record, &reason, totals).await;
+        }
+        tracing::debug!(%device_id, event_type = event.event_type(), rebuilt = applied.rebuilt, "Device event applied.");
+        totals.device_events += 1;
+        totals.rebuilt += u64::from(applied.rebuilt);
+        totals.periods_closed += applied.periods_closed;
+        totals.periods_adjusted += applied.periods_adjusted;
+        Ok(())
+    }
+
+    /// Applies the batch's telemetry; returns the devices' new tails.
+    async fn telemetry(
+        &mut self,
+        tx: &Transaction<'_>,
+        records: &[&Record],
+        totals: &mut BatchTotals,
+    ) -> Result<Vec<(String, Window)>, tokio_postgres::Error> {
+        let mut by_device: Vec<(String, Vec<Arrived>)> = Vec::new();
+        let mut device_index: HashMap<String, usize> = HashMap::new();
+        for record in records {
+            match serde_json::from_slice::<Reading>(&record.payload) {
+                Ok(reading) => {
+                    let counter = CounterReading {
+                        at: reading.timestamp,
+                        counter_milli_wh: energy::kwh_to_milli_wh(reading.energy_kwh),
+                    };
+                    let device = reading.device_id.to_string();
+                    let index = *device_index.entry(device.clone()).or_insert_with(|| {
+                        by_device.push((device, Vec::new()));
+                        by_device.len() - 1
+                    });
+                    by_device[index].1.push(Arrived {
+                        reading,
+                        counter,
+                        partition: record.partition,
+                        offset: record.offset,
+                    });
+                }
+                Err(error) => {
+                    let reason = error.to_string();
+                    tracing::error!(partition = record.partition, offset = record.offset, %reason, "Unreadable telemetry record kept aside.");
+                    tx.execute(
+                        "INSERT INTO telemetry_rejects (kafka_partition, kafka_offset, payload, reason)
+                         VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+                        &[&record.partition, &record.offset, &record.payload, &reason],
+                    )
+                    .await?;
+                    totals.rejected += 1;
+                }
+            }
+        }
+        if by_device.is_empty() {
+            return Ok(Vec::new());
+        }
+        let device_ids: Vec<&str> = by_device.iter().map(|(id, _)| id.as_str()).collect();
+        let devices = store::load_devices(tx, &device_ids, &self.config.default_time_zone).await?;
+
+        let mut new_tails = Vec::with_capacity(by_device.len());
+        for (device_id, arrived) in by_device {
+            let row = &devices[&device_id];
+            let tz = self.zone(&row.time_zone);
+            let split = rollup::split(
+                arrived,
+                row.newest_reading_at,
+                self.config.allowed_lateness,
+                row.decommissioned_at,
+            );
+            let window = match split.accepted.iter().map(|(a, _)| a.counter.at).min() {
+                None => Window::default(),
+                Some(earliest) => match self.tails.get(&device_id) {
+                    Some(tail) if tail.readings.last().is_some_and(|last| last.at < earliest) => tail.clone(),
+                    _ => store::load_window(tx, &device_id, earliest).await?,
+                },
+            };
+            let had_accepted = !split.accepted.is_empty();
+            let plan = rollup::plan(window, split, &tz, &self.config.rules);
+            store::apply(tx, &device_id, &plan).await?;
+
+            let stored_at: Vec<jiff::Timestamp> =
+                plan.inserts.iter().chain(&plan.replacements).map(|(a, _)| a.counter.at).collect();
+            // A month opens with a reading inside it or energy on one of its days; a
+            // meter's first reading at 00:00 on the 1st opens no empty month before it.
+            // After a decommissioning no month opens.
+            let opened: BTreeSet<jiff::civil::Date> = stored_at
+                .iter()
+                .map(|at| at.to_zoned(tz.clone()).date())
+                .chain(plan.daily.keys().copied())
+                .filter(|date| {
+                    row.decommissioned_at
+                        .is_none_or(|until| periods::LocalMonth::containing(*date, &tz).starts_at < until)
+                })
+                .collect();
+            periods::open(tx, &device_id, &row.time_zone, &tz, &opened).await?;
+            // A reading exactly at local midnight is also the closing read of the day
+            // (and maybe the month) before it, which it can change.
+            let mut touched = opened;
+            touched.extend(
+                stored_at
+                    .iter()
+                    .map(|at| (*at - jiff::SignedDuration::from_nanos(1)).to_zoned(tz.clone()).date()),
+            );
+            let topic = &self.config.billing_periods_topic;
+            let (closed, adjusted) = periods::close_and_adjust(
+                tx,
+                topic,
+                &device_id,
+                plan.newest_reading_at,
+                self.config.period_grace,
+                &touched,
+            )
+            .await?;
+            totals.periods_closed += closed;
+            totals.periods_adjusted += adjusted;
+            if row.decommissioned_at.is_some() {
+                // A late reading from before the decommissioning may have opened a month.
+                totals.periods_closed += periods::close_open(tx, topic, &device_id).await?;
+            }
+
+            let device =
+                DeviceId::parse(&device_id).expect("device ids on the telemetry topic are validated");
+            let mut state = row.status;
+            let mut last_seen = row.last_seen_at;
+            let received = store::arrivals(&plan).into_iter().map(|a| a.reading.received_at);
+            let changes = status::from_telemetry(
+                &device,
+                &mut state,
+                &mut last_seen,
+                received,
+                self.config.inactivity_timeout,
+            );
+            for change in &changes {
+                status::store(tx, change).await?;
+                if let Some(topic) = &self.config.device_events_topic {
+                    status::publish(tx, topic, change).await?;
+                }
+            }
+            totals.status_changes += changes.len() as u64;
+            totals.add(&plan);
+            if had_accepted {
+                new_tails.push((device_id, plan.tail));
+            }
+        }
+        Ok(new_tails)
+    }
+}
+
+async fn reject_event(
+    tx: &Transaction<'_>,
+    record: &Record,
+    reason: &str,
+    totals: &mut BatchTotals,
+) -> Result<(), tokio_postgres::Error> {
+    tracing::error!(topic = %record.topic, partition = record.partition, offset = record.offset, reason, "Device event kept aside.");
+    tx.execute(
+        "INSERT INTO device_event_rejects (topic, kafka_partition, kafka_offset, payload, reason)
+         VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+        &[&record.topic, &record.partition, &record.offset, &record.payload, &reason],
+    )
+    .await?;
+    totals.device_events_rejected += 1;
+    Ok(())
+}
+
+impl BatchHandler for Ingest {
+    async fn handle(&mut self, batch: &Batch) -> Result<(), BatchError> {
+        self.process(batch).await
+    }
+
+    fn reset(&mut self) {
+        self.tails.clear();
+    }
+}
