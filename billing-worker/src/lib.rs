@@ -89,7 +89,7 @@ impl Config {
             mail: None,
             replay_poll_interval: Duration::from_secs(2),
             replay_batch_size: 1000,
-            replay_threads: 1,
+            replay_threads: std::thread::available_parallelism().map_or(1, |cores| cores.get()),
         }
     }
 }

@@ -99,10 +99,11 @@ struct ReplayArgs {
     /// Only this device.
     #[arg(long, env = "SMARTMETER_REPLAY_DEVICE")]
     device: Option<String>,
-    /// Period events per transaction.
+    /// Records read per chunk, each priced and committed in one transaction.
     #[arg(long, env = "SMARTMETER_REPLAY_BATCH", default_value_t = 1000)]
     batch_size: usize,
-    #[arg(long, env = "SMARTMETER_REPLAY_THREADS", default_value_t = 1)]
+    /// Threads that decode and price (at most the cores there are).
+    #[arg(long, env = "SMARTMETER_REPLAY_THREADS", default_value_t = default_threads())]
     pricing_threads: usize,
     /// No progress bar.
     #[arg(long, env = "SMARTMETER_REPLAY_QUIET")]
@@ -174,6 +175,10 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+fn default_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |cores| cores.get())
 }
 
 impl RunArgs {

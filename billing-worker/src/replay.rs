@@ -13,7 +13,8 @@
 //! on the way, and events newer than the start, are skipped. `to` does not bound the
 //! read: an adjustment of an old month can be published at any time later.
 //!
-//! Pipeline: a reader thread polls and decodes; a pricing stage loads assignments and
+//! Pipeline: a reader thread polls; a pricing stage decodes (the costliest step: a
+//! period's energy by local hour is most of its ~45 KB of JSON), loads assignments and
 //! prices chunks on `pricing_threads` threads; the writer commits each chunk (invoices,
 //! outbox events, states and the job's progress in `replay_jobs`) in one transaction.
 //! Older period revisions than the one already priced are skipped as stale, so the
@@ -54,7 +55,7 @@ pub struct ReplayRequest {
     /// First day of the last month to re-price; open when `None`.
     pub to: Option<Date>,
     pub device_id: Option<String>,
-    /// Period events per transaction.
+    /// Records read per chunk; each chunk is priced and committed in one transaction.
     pub batch_size: usize,
     pub pricing_threads: usize,
     /// Draw an indicatif progress bar on stderr (when it is a terminal).
@@ -91,9 +92,11 @@ pub fn lookup_timestamp_ms(from: Date) -> i64 {
     at.checked_sub(jiff::SignedDuration::from_hours(48)).expect("far from the start of time").as_millisecond()
 }
 
-/// A chunk of matching period events and how many records were read for it.
+/// A chunk of records as read (payload, partition, offset), not decoded yet: decoding
+/// a period event (its energy by local hour is most of its ~45 KB) costs more than
+/// pricing it, so it happens on the pricing threads, not on the one reader thread.
 struct Chunk {
-    events: Vec<PeriodEvent>,
+    records: Vec<(Vec<u8>, i32, i64)>,
     progress: Progress,
 }
 
@@ -257,22 +260,28 @@ async fn run_job(
     let (priced_out, mut priced_in) = mpsc::channel::<PricedChunk>(2);
     let pricer = {
         let pool = pool.clone();
+        let request = request.clone();
         let threads = request.pricing_threads;
         tokio::spawn(async move {
             while let Some(chunk) = chunks_in.recv().await {
-                let devices: BTreeSet<String> =
-                    chunk.events.iter().map(|e| e.device_id.to_string()).collect();
+                let mut progress = chunk.progress;
+                let events = {
+                    let request = request.clone();
+                    tokio::task::spawn_blocking(move || decode_matching(chunk.records, &request, threads))
+                        .await?
+                };
+                progress.periods_matched = events.len() as i64;
+                let devices: BTreeSet<String> = events.iter().map(|e| e.device_id.to_string()).collect();
                 let devices: Vec<&str> = devices.iter().map(String::as_str).collect();
                 let client = pool.get().await?;
                 let assignments = store::load_assignments(&**client, &devices).await?;
                 drop(client);
                 let book = book.clone();
-                let events = chunk.events;
                 let priced = tokio::task::spawn_blocking(move || {
                     bill::price_all(events, &assignments, &book, threads)
                 })
                 .await?;
-                if priced_out.send(PricedChunk { priced, progress: chunk.progress }).await.is_err() {
+                if priced_out.send(PricedChunk { priced, progress }).await.is_err() {
                     break;
                 }
             }
@@ -401,7 +410,8 @@ fn read(
     shutdown: &CancellationToken,
 ) -> anyhow::Result<()> {
     let mut open: HashMap<i32, i64> = ends.clone();
-    let mut chunk = Chunk { events: Vec::with_capacity(request.batch_size), progress: Progress::default() };
+    let empty = || Chunk { records: Vec::with_capacity(request.batch_size), progress: Progress::default() };
+    let mut chunk = empty();
     let mut idle_since = Instant::now();
     while !open.is_empty() && !shutdown.is_cancelled() {
         let Some(polled) = consumer.poll(Duration::from_millis(200)) else {
@@ -432,17 +442,9 @@ fn read(
             open.remove(&partition);
         }
         chunk.progress.records_read += 1;
-        if let Some(event) = decode_period(message.payload().unwrap_or_default(), partition, offset) {
-            if matches(request, &event) {
-                chunk.progress.periods_matched += 1;
-                chunk.events.push(event);
-            }
-        }
-        if chunk.events.len() >= request.batch_size {
-            let full = std::mem::replace(
-                &mut chunk,
-                Chunk { events: Vec::with_capacity(request.batch_size), progress: Progress::default() },
-            );
+        chunk.records.push((message.payload().unwrap_or_default().to_vec(), partition, offset));
+        if chunk.records.len() >= request.batch_size {
+            let full = std::mem::replace(&mut chunk, empty());
             if chunks.blocking_send(full).is_err() {
                 return Ok(());
             }
@@ -452,6 +454,31 @@ fn read(
         let _ = chunks.blocking_send(chunk);
     }
     Ok(())
+}
+
+/// The period events among `records` that the request asks for, in record order,
+/// decoded on up to `threads` threads.
+fn decode_matching(
+    records: Vec<(Vec<u8>, i32, i64)>,
+    request: &ReplayRequest,
+    threads: usize,
+) -> Vec<PeriodEvent> {
+    let decode = |records: &[(Vec<u8>, i32, i64)]| -> Vec<PeriodEvent> {
+        records
+            .iter()
+            .filter_map(|(payload, partition, offset)| decode_period(payload, *partition, *offset))
+            .filter(|event| matches(request, event))
+            .collect()
+    };
+    let threads = threads.clamp(1, records.len().max(1));
+    if threads == 1 {
+        return decode(&records);
+    }
+    let size = records.len().div_ceil(threads);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = records.chunks(size).map(|piece| scope.spawn(move || decode(piece))).collect();
+        handles.into_iter().flat_map(|handle| handle.join().expect("decoding never panics")).collect()
+    })
 }
 
 fn decode_period(payload: &[u8], partition: i32, offset: i64) -> Option<PeriodEvent> {
