@@ -86,10 +86,14 @@ impl Ingest {
                     .map(|event| (envelope.time, event))
                     .map_err(|e| e.to_string())
             });
-        let (at, event) = match parsed {
+        let (at, mut event) = match parsed {
             Ok(parsed) => parsed,
             Err(reason) => return reject_event(tx, record, &reason, totals).await,
         };
+        let at = store::db_precision(at);
+        if let DeviceEvent::StatusChanged(change) = &mut event {
+            change.at = store::db_precision(change.at);
+        }
         let device_id = event.device_id().to_string();
         self.tails.remove(&device_id);
         let cx = registry::Context {
@@ -133,7 +137,11 @@ impl Ingest {
         let mut device_index: HashMap<String, usize> = HashMap::new();
         for record in records {
             match serde_json::from_slice::<Reading>(&record.payload) {
-                Ok(reading) => {
+                Ok(mut reading) => {
+                    // As stored: PostgreSQL keeps microseconds, so compare and derive in them.
+                    reading.timestamp = store::db_precision(reading.timestamp);
+                    reading.meter_timestamp = store::db_precision(reading.meter_timestamp);
+                    reading.received_at = store::db_precision(reading.received_at);
                     let counter = CounterReading {
                         at: reading.timestamp,
                         counter_milli_wh: energy::kwh_to_milli_wh(reading.energy_kwh),

@@ -11,6 +11,13 @@ use smartmeter_core::energy::CounterReading;
 use crate::rollup::{Arrived, DevicePlan, Judgement, Window};
 use crate::status;
 
+/// `at` as PostgreSQL stores it: rounded to the microsecond (as `postgres-types`
+/// sends it). Everything the processor compares with stored times, or derives event
+/// ids from, goes through this first, so a value read back equals the value written.
+pub fn db_precision(at: Timestamp) -> Timestamp {
+    at.round(jiff::Unit::Microsecond).unwrap_or(at)
+}
+
 /// What the processor needs of a device row.
 #[derive(Debug, Clone)]
 pub struct DeviceRow {

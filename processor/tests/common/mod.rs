@@ -125,3 +125,78 @@ pub async fn run_until_count(config: &Config, db_url: &str, sql: &str, expected:
     shutdown.cancel();
     task.await.unwrap().unwrap();
 }
+
+/// A processor running in this process until [`Running::stop`].
+pub struct Running {
+    shutdown: CancellationToken,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl Running {
+    pub fn start(config: &Config) -> Self {
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn({
+            let config = config.clone();
+            let shutdown = shutdown.clone();
+            async move {
+                let registry = prometheus::Registry::new();
+                smartmeter_processor::run(
+                    config,
+                    &registry,
+                    Health::new("processor", &["kafka", "postgres"]),
+                    shutdown,
+                )
+                .await
+            }
+        });
+        Self { shutdown, task }
+    }
+
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(30), self.task)
+            .await
+            .expect("the processor stops within 30 s")
+            .unwrap()
+            .unwrap();
+    }
+}
+
+/// Waits (up to 90 s) until the count `sql` returns reaches `expected`.
+pub async fn wait_for(url: &str, sql: &str, expected: i64) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+    loop {
+        let reached = count(url, sql).await;
+        if reached >= expected {
+            return;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{sql}: only {reached} of {expected} after 90 s");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// A telemetry record as the bridge makes it, received at `received_at`, with `fw`.
+pub fn reading_at(device: &str, at: Timestamp, counter_wh: i64, received_at: Timestamp, fw: &str) -> String {
+    serde_json::json!({
+        "device_id": device, "timestamp": at, "meter_timestamp": at, "received_at": received_at,
+        "voltage": 230.0, "current": 0.0, "power_w": 0.0, "fw": fw,
+        "energy_kwh": counter_wh as f64 / 1000.0, "power_factor": 1.0, "clock_unsynced": false,
+    })
+    .to_string()
+}
+
+/// A device event as the API (or the bridge) publishes it: key and envelope JSON.
+pub fn device_event(
+    event: smartmeter_core::device_events::DeviceEvent,
+    time: Timestamp,
+    id: &str,
+) -> (String, String) {
+    let envelope = event.to_envelope(id.to_owned(), "/test", time);
+    (event.device_id().to_string(), serde_json::to_string(&envelope).unwrap())
+}
+
+pub async fn connect(url: &str) -> tokio_postgres::Client {
+    let (client, connection) = tokio_postgres::connect(url, NoTls).await.unwrap();
+    tokio::spawn(connection);
+    client
+}
