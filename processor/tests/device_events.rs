@@ -199,7 +199,8 @@ async fn a_new_time_zone_rebuckets_energy_and_adjusts_closed_periods() {
         );
     }
     let client = connect(&s.db.url).await;
-    let devices: Vec<(String, String, String, Option<String>, Option<String>)> = client
+    type DeviceRow = (String, String, String, Option<String>, Option<String>);
+    let devices: Vec<DeviceRow> = client
         .query(
             "SELECT device_id, lifecycle, time_zone, customer_id, firmware_version FROM devices ORDER BY device_id",
             &[],
@@ -363,8 +364,8 @@ async fn status_follows_birth_will_telemetry_and_silence() {
             )
             .await
             .unwrap();
-        let state: (Option<bool>, Option<String>, Option<Timestamp>, Option<Timestamp>, Option<String>) =
-            (row.get(0), row.get(1), row.get(2), row.get(3), row.get(4));
+        type State = (Option<bool>, Option<String>, Option<Timestamp>, Option<Timestamp>, Option<String>);
+        let state: State = (row.get(0), row.get(1), row.get(2), row.get(3), row.get(4));
         state
     };
     let status = |online: bool, reason: StatusReason, at: Timestamp| {
