@@ -106,7 +106,7 @@ fn a_revision_shows_both_tariff_versions_what_it_revises_and_the_difference() {
     let issued_at = "2013-02-03T09:00:00Z".parse().unwrap();
     let first = decide(
         &event,
-        price_period(&event, std::slice::from_ref(&assignment), &book(&[v1.clone()])),
+        price_period(&event, std::slice::from_ref(&assignment), &book(std::slice::from_ref(&v1))),
         None,
         issued_at,
     );
