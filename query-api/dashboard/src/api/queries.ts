@@ -17,6 +17,10 @@ export const DEVICE_FIELDS = gql`
     firmwareVersion
     tariffId
     sanctionedLoadKw
+    customerId
+    customerName
+    statusReason
+    decommissionedAt
   }
 `;
 
@@ -65,6 +69,161 @@ export const DAILY_ENERGY = gql`
       localDate
       energyKwh
       hours
+    }
+  }
+`;
+
+export const ME = gql`
+  query Me {
+    me {
+      userName
+      role
+      customerId
+    }
+  }
+`;
+
+export const READING_FIELDS = gql`
+  fragment LiveFields on LiveReading {
+    deviceId
+    ts
+    voltage
+    current
+    powerW
+    counterKwh
+  }
+`;
+
+export const LATEST_READING = gql`
+  query LatestReading($deviceId: String!) {
+    latestReading(deviceId: $deviceId) {
+      ts
+      voltage
+      current
+      powerW
+      counterKwh
+    }
+  }
+`;
+
+export const READING_SERIES = gql`
+  query ReadingSeries($deviceId: String!, $from: DateTime!, $to: DateTime!, $maxPoints: Int!) {
+    readingSeries(deviceId: $deviceId, from: $from, to: $to, maxPoints: $maxPoints) {
+      bucketSeconds
+      points {
+        bucketStart
+        readings
+        powerWAvg
+        powerWMax
+      }
+    }
+  }
+`;
+
+export const MONTHLY_ENERGY = gql`
+  query MonthlyEnergy($deviceId: String!, $fromMonth: Month!, $toMonth: Month!) {
+    monthlyEnergy(deviceId: $deviceId, fromMonth: $fromMonth, toMonth: $toMonth) {
+      month
+      energyKwh
+      daysWithData
+    }
+  }
+`;
+
+const PROJECTION_FIELDS = `
+    deviceId
+    tariffId
+    month
+    asOf
+    currency
+    energySoFarKwh
+    projectedEnergyKwh
+    elapsedShare
+    projectedTotal
+    slabName
+    slabRate
+    nextSlabLimitKwh
+    kwhToNextSlab
+    lines {
+      name
+      quantity
+      unit
+      rate
+      amount
+    }
+`;
+
+export const BILL_PROJECTION = gql`
+  query BillProjection($deviceId: String!) {
+    billProjection(deviceId: $deviceId) {
+      ${PROJECTION_FIELDS}
+    }
+  }
+`;
+
+const INVOICE_FIELDS = `
+    invoiceNumber
+    deviceId
+    month
+    revision
+    periodRevision
+    tariffId
+    tariffVersions
+    currency
+    timeZone
+    firstDay
+    lastDay
+    energyKwh
+    openingRead { at counterKwh }
+    closingRead { at counterKwh }
+    lines { name quantity unit rate amount }
+    includedTaxes { name percent base amount }
+    total
+    revises
+    previousTotal
+    difference
+    issuedAt
+    pdfUrl
+`;
+
+export const INVOICES = gql`
+  query Invoices($deviceId: String, $month: Month, $first: Int!) {
+    invoices(deviceId: $deviceId, month: $month, first: $first) {
+      nodes {
+        ${INVOICE_FIELDS}
+      }
+    }
+  }
+`;
+
+export const BILLING_PERIODS = gql`
+  query BillingPeriods($deviceId: String!, $fromMonth: Month!, $toMonth: Month!) {
+    billingPeriods(deviceId: $deviceId, fromMonth: $fromMonth, toMonth: $toMonth) {
+      month
+      status
+      revision
+      energyKwh
+      billingStatus
+      billingReason
+    }
+  }
+`;
+
+export const TARIFFS = gql`
+  query Tariffs {
+    tariffs {
+      tariffId
+      title
+      currency
+      timeZone
+      versions {
+        tariffId
+        version
+        effectiveFrom
+        title
+        publishedAt
+        document
+      }
     }
   }
 `;
