@@ -20,7 +20,7 @@ export const LIVE_READINGS = gql`
 
 export const DEVICE_STATUS = gql`
   subscription DeviceStatus($deviceId: String!) {
-    deviceStatus(deviceId: $deviceId) {
+    deviceStatusChanges(deviceId: $deviceId) {
       deviceId
       online
       reason
@@ -73,8 +73,8 @@ export interface StatusChange {
 }
 
 export function useDeviceStatus(deviceId: string) {
-  const [result] = useSubscription<{ deviceStatus: StatusChange }>({ query: DEVICE_STATUS, variables: { deviceId } });
-  return { status: result.data?.deviceStatus ?? null, error: result.error };
+  const [result] = useSubscription<{ deviceStatusChanges: StatusChange }>({ query: DEVICE_STATUS, variables: { deviceId } });
+  return { status: result.data?.deviceStatusChanges ?? null, error: result.error };
 }
 
 export function useLiveBillProjection(deviceId: string, pause = false) {

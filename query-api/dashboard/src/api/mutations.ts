@@ -13,3 +13,29 @@ export const PUBLISH_TARIFF_VERSION = gql`
     }
   }
 `;
+
+const RECEIPT = `eventId eventType topic partition offset`;
+
+export const REGISTER_DEVICE = gql`
+  mutation RegisterDevice($input: RegisterDeviceInput!) {
+    registerDevice(input: $input) { ${RECEIPT} }
+  }
+`;
+
+export const UPDATE_DEVICE = gql`
+  mutation UpdateDevice($input: UpdateDeviceInput!) {
+    updateDevice(input: $input) { ${RECEIPT} }
+  }
+`;
+
+export const DECOMMISSION_DEVICE = gql`
+  mutation DecommissionDevice($deviceId: String!, $reason: String) {
+    decommissionDevice(deviceId: $deviceId, reason: $reason) { ${RECEIPT} }
+  }
+`;
+
+export const ASSIGN_TARIFF = gql`
+  mutation AssignTariff($input: AssignTariffInput!) {
+    assignTariff(input: $input) { ${RECEIPT} }
+  }
+`;

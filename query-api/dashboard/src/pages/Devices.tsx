@@ -1,15 +1,117 @@
-// The fleet: every meter the user may see, with status, last seen and firmware.
+// The fleet: every meter the user may see, with status, last seen and firmware; staff
+// add, edit and decommission meters. Commands publish device events and the
+// processor's projection applies them, so the list is fetched again until the change
+// shows (a few hundred milliseconds on the local stack).
 
+import { useEffect, useState } from "react";
 import { Link } from "react-router";
-import { useDevices } from "../components/MeterPicker";
+import { useMutation } from "urql";
+import { apiErrors, type ApiError } from "../api/client";
+import { DECOMMISSION_DEVICE, REGISTER_DEVICE, UPDATE_DEVICE } from "../api/mutations";
+import type { Device } from "../api/types";
+import { DeviceForm, deviceInput, EMPTY_DEVICE, type DeviceInput } from "../components/DeviceForm";
 import { ErrorList } from "../components/ErrorList";
+import { useDevices } from "../components/MeterPicker";
 import { LastSeen, StatusBadge } from "../components/StatusBadge";
+import { isStaff, useMe } from "../session";
+
+type Editing = { mode: "add" } | { mode: "edit"; device: Device } | null;
+
+const blankToNull = (value: string) => (value.trim() === "" ? null : value.trim());
 
 export function DevicesPage() {
-  const { devices, fetching, error } = useDevices();
+  const me = useMe();
+  const staff = isStaff(me);
+  const { devices, fetching, error, refetch } = useDevices();
+  const [editing, setEditing] = useState<Editing>(null);
+  const [errors, setErrors] = useState<ApiError[]>([]);
+  const [notice, setNotice] = useState<string | null>(null);
+  const [refreshUntil, setRefreshUntil] = useState(0);
+  const [tick, setTick] = useState(0);
+  const [registerState, register] = useMutation(REGISTER_DEVICE);
+  const [updateState, update] = useMutation(UPDATE_DEVICE);
+  const [, decommission] = useMutation(DECOMMISSION_DEVICE);
+
+  // Fetch again for a few seconds after a command, until the projection applied it.
+  useEffect(() => {
+    if (Date.now() > refreshUntil) return;
+    const timer = setTimeout(() => {
+      refetch({ requestPolicy: "network-only" });
+      setTick((n) => n + 1);
+    }, 700);
+    return () => clearTimeout(timer);
+  }, [refreshUntil, tick, refetch]);
+
+  async function submit(input: DeviceInput) {
+    setErrors([]);
+    const common = {
+      deviceId: input.deviceId.trim(),
+      name: blankToNull(input.name),
+      location: blankToNull(input.location),
+      tariffId: blankToNull(input.tariffId),
+      sanctionedLoadKw: blankToNull(input.sanctionedLoadKw),
+      customerId: blankToNull(input.customerId),
+    };
+    // A discovered meter is completed by registering it.
+    const registering = editing?.mode !== "edit" || editing.device.lifecycle === "DISCOVERED";
+    const result = !registering
+        ? await update({ input: { ...common, timeZone: blankToNull(input.timeZone) } })
+        : await register({ input: { ...common, timeZone: input.timeZone.trim() } });
+    if (result.error) {
+      setErrors(apiErrors(result.error));
+      return;
+    }
+    setNotice(`${registering ? "Registered" : "Updated"} ${common.deviceId}; the list updates once the change is applied.`);
+    setEditing(null);
+    setRefreshUntil(Date.now() + 8000);
+  }
+
+  async function retire(device: Device) {
+    const reason = window.prompt(`Decommission ${device.deviceId}? Its history is kept. Reason:`, "replaced");
+    if (reason === null) return;
+    const result = await decommission({ deviceId: device.deviceId, reason: reason || null });
+    if (result.error) {
+      setNotice(apiErrors(result.error).map((e) => e.message).join("; "));
+      return;
+    }
+    setNotice(`Decommissioned ${device.deviceId}.`);
+    setRefreshUntil(Date.now() + 8000);
+  }
+
   return (
     <section className="page">
-      <h2>Devices</h2>
+      <div className="toolbar spread">
+        <h2>Devices</h2>
+        {staff && !editing ? (
+          <button
+            className="button"
+            data-testid="add-device"
+            onClick={() => {
+              setErrors([]);
+              setEditing({ mode: "add" });
+            }}
+          >
+            Add a meter
+          </button>
+        ) : null}
+      </div>
+      {notice ? (
+        <p className="notice" data-testid="devices-notice">
+          {notice}
+        </p>
+      ) : null}
+      {editing ? (
+        <DeviceForm
+          key={editing.mode === "edit" ? editing.device.deviceId : "new"}
+          initial={editing.mode === "edit" ? deviceInput(editing.device) : EMPTY_DEVICE}
+          editing={editing.mode === "edit"}
+          errors={errors}
+          busy={registerState.fetching || updateState.fetching}
+          submitLabel={editing.mode === "edit" ? "Save" : "Register"}
+          onSubmit={submit}
+          onCancel={() => setEditing(null)}
+        />
+      ) : null}
       <ErrorList error={error} />
       {fetching && devices.length === 0 ? <p className="hint">Loading…</p> : null}
       <div className="table-wrap">
@@ -22,14 +124,16 @@ export function DevicesPage() {
               <th>Firmware</th>
               <th>Time zone</th>
               <th>Tariff</th>
+              <th>Customer</th>
+              {staff ? <th /> : null}
             </tr>
           </thead>
           <tbody>
             {devices.map((device) => (
               <tr key={device.deviceId} data-testid={`device-row-${device.deviceId}`}>
                 <td data-label="Meter">
-                  <Link to={`/live/${encodeURIComponent(device.deviceId)}`}>{device.deviceId}</Link>
-                  {device.name ? <div className="muted">{device.name}</div> : null}
+                  <Link to={`/live/${encodeURIComponent(device.deviceId)}`}>{device.name ?? device.deviceId}</Link>
+                  {device.name ? <div className="muted">{device.deviceId}</div> : null}
                   {device.location ? <div className="muted">{device.location}</div> : null}
                 </td>
                 <td data-label="Status">
@@ -42,6 +146,28 @@ export function DevicesPage() {
                 <td data-label="Firmware">{device.firmwareVersion ?? "—"}</td>
                 <td data-label="Time zone">{device.timeZone}</td>
                 <td data-label="Tariff">{device.tariffId ?? "—"}</td>
+                <td data-label="Customer">{device.customerName ?? device.customerId ?? "—"}</td>
+                {staff ? (
+                  <td data-label="" className="actions">
+                    {device.lifecycle !== "DECOMMISSIONED" ? (
+                      <>
+                        <button
+                          className="link-plain"
+                          data-testid={`edit-${device.deviceId}`}
+                          onClick={() => {
+                            setErrors([]);
+                            setEditing({ mode: "edit", device });
+                          }}
+                        >
+                          {device.lifecycle === "DISCOVERED" ? "complete" : "edit"}
+                        </button>
+                        <button className="link-button" data-testid={`decommission-${device.deviceId}`} onClick={() => retire(device)}>
+                          decommission
+                        </button>
+                      </>
+                    ) : null}
+                  </td>
+                ) : null}
               </tr>
             ))}
           </tbody>
