@@ -22,7 +22,8 @@
 //!    every invoice is new, then again when nothing changed, then after a retroactive
 //!    tariff change from 1 July (a revision for every month from July on).
 //!
-//! The topic and the database are removed at the end.
+//! The topic and the database are removed at the end (kept with `BENCH_KEEP=1`, to run
+//! `billing-worker replay` against them).
 
 use std::io::BufRead as _;
 use std::str::FromStr;
@@ -349,6 +350,10 @@ async fn main() -> anyhow::Result<()> {
     }
     run("after a tariff change from 1 July").await?;
 
+    if std::env::var_os("BENCH_KEEP").is_some() {
+        println!("kept: topic {topic}, database {}", db.url);
+        return Ok(());
+    }
     let admin: AdminClient<DefaultClientContext> =
         rdkafka::ClientConfig::new().set("bootstrap.servers", &brokers).create()?;
     admin.delete_topics(&[&topic], &AdminOptions::new()).await?;

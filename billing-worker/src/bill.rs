@@ -95,8 +95,19 @@ pub async fn record(
         let key = (event.device_id.to_string(), event.month);
         let decision = invoice::decide(&event, pricing, states.get(&key), issued_at);
         counts.add(decision.outcome);
-        if let Some(invoice) = &decision.invoice {
+        if let Some(invoice) = decision.invoice.as_ref().filter(|_| replay_job.is_none()) {
             tracing::info!(
+                device_id = %event.device_id,
+                invoice_number = invoice.invoice_number,
+                total = %invoice.total,
+                difference = ?invoice.difference,
+                "Invoice {}.",
+                decision.outcome.as_str()
+            );
+        }
+        if let Some(invoice) = decision.invoice.as_ref().filter(|_| replay_job.is_some()) {
+            // A replay can issue a revision per device-month of a year: its job row counts them.
+            tracing::debug!(
                 device_id = %event.device_id,
                 invoice_number = invoice.invoice_number,
                 total = %invoice.total,

@@ -91,11 +91,11 @@ struct RunArgs {
 #[derive(Debug, ClapArgs)]
 struct ReplayArgs {
     /// First month to re-price (YYYY-MM).
-    #[arg(long, env = "SMARTMETER_REPLAY_FROM")]
-    from: String,
+    #[arg(long, env = "SMARTMETER_REPLAY_FROM", value_parser = month)]
+    from: jiff::civil::Date,
     /// Last month to re-price (YYYY-MM); all later months when absent.
-    #[arg(long, env = "SMARTMETER_REPLAY_TO")]
-    to: Option<String>,
+    #[arg(long, env = "SMARTMETER_REPLAY_TO", value_parser = month)]
+    to: Option<jiff::civil::Date>,
     /// Only this device.
     #[arg(long, env = "SMARTMETER_REPLAY_DEVICE")]
     device: Option<String>,
@@ -177,6 +177,11 @@ async fn main() -> anyhow::Result<()> {
     }
 }
 
+/// `YYYY-MM` as the month's first day.
+fn month(text: &str) -> Result<jiff::civil::Date, String> {
+    replay::parse_month(text).map_err(|error| format!("{error:#}"))
+}
+
 fn default_threads() -> usize {
     std::thread::available_parallelism().map_or(1, |cores| cores.get())
 }
@@ -243,12 +248,15 @@ async fn serve(args: Args, run: RunArgs) -> anyhow::Result<()> {
 }
 
 async fn replay_months(args: Args, replay: ReplayArgs) -> anyhow::Result<()> {
+    if let Some(to) = replay.to.filter(|to| *to < replay.from) {
+        anyhow::bail!("--to {} is before --from {}", to.strftime("%Y-%m"), replay.from.strftime("%Y-%m"));
+    }
     let request = ReplayRequest {
         brokers: args.brokers,
         topic: args.periods_topic,
         invoices_topic: args.invoices_topic,
-        from: replay::parse_month(&replay.from)?,
-        to: replay.to.as_deref().map(replay::parse_month).transpose()?,
+        from: replay.from,
+        to: replay.to,
         device_id: replay.device,
         batch_size: replay.batch_size.max(1),
         pricing_threads: replay.pricing_threads.max(1),

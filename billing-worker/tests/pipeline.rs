@@ -254,4 +254,5 @@ async fn a_london_january_is_invoiced_replayed_and_revised() {
 
     worker.stop().await;
     db.drop_database().await.unwrap();
+    topics.delete(&brokers).await;
 }

@@ -216,4 +216,5 @@ async fn bad_tariff_events_are_refused_whole_and_a_new_utility_needs_no_code() {
     assert_eq!(got, expected);
     assert_eq!(total, to_5p);
     db.drop_database().await.unwrap();
+    topics.delete(&brokers).await;
 }

@@ -248,6 +248,16 @@ impl Topics {
     }
 }
 
+impl Topics {
+    /// Deletes the test's topics (at the end of a test that passed).
+    pub async fn delete(self, brokers: &str) {
+        let admin: rdkafka::admin::AdminClient<rdkafka::client::DefaultClientContext> =
+            rdkafka::ClientConfig::new().set("bootstrap.servers", brokers).create().unwrap();
+        let names = [&self.telemetry, &self.periods, &self.tariffs, &self.invoices].map(String::as_str);
+        admin.delete_topics(&names, &rdkafka::admin::AdminOptions::new()).await.unwrap();
+    }
+}
+
 pub async fn produce(brokers: &str, topic: &str, messages: &[(String, String)]) {
     let producer: FutureProducer =
         smartmeter_core::service::kafka::idempotent_producer(brokers, "billing-test").create().unwrap();
