@@ -215,14 +215,26 @@ pub async fn waiting_periods(
         .collect()
 }
 
-/// Locks and reads the states of these device-months (in key order, so concurrent
-/// writers never deadlock). Absent keys have no state yet.
+/// Locks these device-months (also those without a state yet) and reads their states.
+/// Absent keys have no state yet.
 pub async fn lock_states(
     tx: &Transaction<'_>,
     keys: &BTreeSet<(String, Date)>,
 ) -> Result<HashMap<(String, Date), BillingState>, tokio_postgres::Error> {
     let devices: Vec<&str> = keys.iter().map(|(device, _)| device.as_str()).collect();
     let months: Vec<Date> = keys.iter().map(|(_, month)| *month).collect();
+    // A device-month without a state row has nothing to lock yet: two transactions
+    // (the live consumer and a replay, or two replays) would both issue its first
+    // invoice. A transaction-level advisory lock per device-month, taken in hash order
+    // (so two batches never wait for each other in a circle), serialises them.
+    tx.execute(
+        "SELECT pg_advisory_xact_lock(h) FROM (
+             SELECT DISTINCT hashtextextended(k.device_id || '/' || k.month::text, 0) AS h
+             FROM unnest($1::text[], $2::date[]) AS k(device_id, month)
+             ORDER BY h) AS locks",
+        &[&devices, &months],
+    )
+    .await?;
     let rows = tx
         .query(
             "SELECT s.device_id, s.month, s.period_revision, s.period_event_id, s.status, s.reason,
