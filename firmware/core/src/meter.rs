@@ -167,6 +167,12 @@ impl<const N: usize> Meter<N> {
         }
     }
 
+    /// Replaces the clock (e.g. with [`Clock::with_floor`]); call before it is set.
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
+    }
+
     pub fn topics(&self) -> &Topics {
         &self.topics
     }

@@ -232,6 +232,11 @@ where
         &self.config
     }
 
+    /// The serial port, e.g. to change its settings between exchanges.
+    pub fn port_mut(&mut self) -> &mut P {
+        &mut self.port
+    }
+
     /// Gives the port and the delay back.
     pub fn release(self) -> (P, D) {
         (self.port, self.delay)

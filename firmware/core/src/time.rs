@@ -48,21 +48,38 @@ impl Timestamp {
 }
 
 /// Maps uptime to wall-clock time once the clock has been set.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Clock {
     /// Wall-clock milliseconds minus uptime milliseconds.
     offset_ms: Option<u64>,
+    /// Earliest time [`Clock::set`] believes.
+    floor_unix_s: u64,
+}
+
+impl Default for Clock {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl Clock {
     pub const fn new() -> Self {
-        Self { offset_ms: None }
+        Self { offset_ms: None, floor_unix_s: CLOCK_FLOOR_UNIX_S }
     }
 
-    /// Records that the wall clock read `unix_ms` at `uptime_ms`. A time outside
-    /// 2020..10000 is refused (`false`) and the clock stays as it was.
+    /// A clock that believes times from `floor_unix_s` on: a simulator replaying data
+    /// from before 2020 lowers it (as the bridge's clock floor is lowered for such a
+    /// replay). It must stay far above any uptime, or unsynced stamps would pass for
+    /// real ones.
+    pub const fn with_floor(floor_unix_s: u64) -> Self {
+        Self { offset_ms: None, floor_unix_s }
+    }
+
+    /// Records that the wall clock read `unix_ms` at `uptime_ms`. A time before the
+    /// floor (default 2020-01-01) or from the year 10000 on is refused (`false`) and the
+    /// clock stays as it was.
     pub fn set(&mut self, uptime_ms: u64, unix_ms: u64) -> bool {
-        let plausible = (CLOCK_FLOOR_UNIX_S * 1_000..CLOCK_CEILING_UNIX_S * 1_000).contains(&unix_ms);
+        let plausible = (self.floor_unix_s * 1_000..CLOCK_CEILING_UNIX_S * 1_000).contains(&unix_ms);
         match unix_ms.checked_sub(uptime_ms) {
             Some(offset) if plausible => {
                 self.offset_ms = Some(offset);
@@ -164,6 +181,14 @@ mod tests {
         assert_eq!(clock.stamp(60_500), Timestamp::Synced { unix_s: 1_769_680_800 });
         // A reading taken 10 s after boot, before the clock was set.
         assert_eq!(clock.stamp(10_000), Timestamp::Synced { unix_s: 1_769_680_750 });
+    }
+
+    #[test]
+    fn a_lowered_floor_accepts_older_times() {
+        let mut clock = Clock::with_floor(946_684_800); // 2000-01-01
+        assert!(clock.set(0, 1_356_998_400_000)); // 2013-01-01
+        assert_eq!(clock.stamp(1_000), Timestamp::Synced { unix_s: 1_356_998_401 });
+        assert!(!Clock::new().set(0, 1_356_998_400_000));
     }
 
     #[test]
