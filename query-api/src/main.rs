@@ -5,6 +5,9 @@ use smartmeter_query_api::{run, Config, SERVICE};
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = Config::parse();
-    logging::init(SERVICE);
+    // A command prints its result on stdout, where the server's logs would go.
+    if config.command.is_none() {
+        logging::init(SERVICE);
+    }
     run(config, shutdown::on_signal()).await
 }

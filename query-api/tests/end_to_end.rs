@@ -27,6 +27,8 @@ use tokio_util::sync::CancellationToken;
 const LONDON_JANUARY: &str =
     concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/data/lcl_halfhourly_2013-01_10households.csv");
 const WAIT: Duration = Duration::from_secs(180);
+/// The query API's development admin key in this test.
+const E2E_KEY: &str = "end-to-end-dev-key";
 
 /// Energy in mWh of every (household, slot start) in the file, read without the
 /// simulator: repeated headers skipped, values trimmed, `Null` left out, exact
@@ -145,6 +147,7 @@ async fn wait_healthy(http: &reqwest::Client, url: &str, what: &str) {
 async fn graphql(http: &reqwest::Client, url: &str, query: &str, variables: Value) -> Value {
     let response: Value = http
         .post(url)
+        .bearer_auth(E2E_KEY)
         .json(&json!({"query": query, "variables": variables}))
         .send()
         .await
@@ -219,6 +222,10 @@ async fn london_january_through_every_service_matches_the_csv() {
         "query-api".to_owned(),
         format!("--listen=127.0.0.1:{api_port}"),
         format!("--database-url={}", db.url),
+        format!("--brokers={brokers}"),
+        format!("--telemetry-topic={telemetry}"),
+        format!("--dlq-topic={dlq}"),
+        format!("--dev-admin-key={E2E_KEY}"),
     ])
     .expect("query-api flags");
     let api = tokio::spawn(smartmeter_query_api::run(api, shutdown.clone()));

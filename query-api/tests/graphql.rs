@@ -19,12 +19,14 @@ use rust_decimal::Decimal;
 use serde_json::{json, Value};
 use smartmeter_core::service::{db, health::Health};
 use smartmeter_query_api::store::Store;
-use smartmeter_query_api::{app, ops, AppState};
+use smartmeter_query_api::{app, ops, ApiOptions, AppState};
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt as _;
 
 const DEFAULT_TEST_DATABASE_URL: &str = "postgres://smartmeter:smartmeter@127.0.0.1:55432/smartmeter_test";
 const DEVICE: &str = "MAC000002";
+/// The development admin key of these tests (kept in memory by the API, never stored).
+const DEV_KEY: &str = "graphql-test-dev-key";
 const LONDON: &str = "Europe/London";
 
 // ---------------------------------------------------------------------------
@@ -68,7 +70,8 @@ where
     let url = format!("{}{separator}options=-c%20search_path%3D{schema}%2Cpublic", base_url());
     let pool = db::pool(&url, 4, "query-api-test").unwrap();
     db::migrate(&pool).await.unwrap();
-    let state = AppState::new(Store::new(pool.clone())).unwrap();
+    let options = ApiOptions { dev_admin_key: Some(DEV_KEY.into()), ..ApiOptions::local_defaults() };
+    let state = AppState::new(Store::new(pool.clone()), options).unwrap();
 
     let result = tokio::spawn(test(Db { pool, state })).await;
     client.batch_execute(&format!("DROP SCHEMA {schema} CASCADE")).await.unwrap();
@@ -96,6 +99,7 @@ impl Db {
     async fn post(&self, body: Value) -> Value {
         let request = Request::post("/graphql")
             .header(header::CONTENT_TYPE, "application/json")
+            .header(header::AUTHORIZATION, format!("Bearer {DEV_KEY}"))
             .body(Body::from(body.to_string()))
             .unwrap();
         let response = app(self.state.clone()).oneshot(request).await.unwrap();
@@ -121,8 +125,11 @@ impl Db {
     }
 
     async fn get(&self, path: &str) -> (StatusCode, String) {
-        let response =
-            app(self.state.clone()).oneshot(Request::get(path).body(Body::empty()).unwrap()).await.unwrap();
+        let request = Request::get(path)
+            .header(header::AUTHORIZATION, format!("Bearer {DEV_KEY}"))
+            .body(Body::empty())
+            .unwrap();
+        let response = app(self.state.clone()).oneshot(request).await.unwrap();
         let status = response.status();
         let bytes = axum::body::to_bytes(response.into_body(), usize::MAX).await.unwrap();
         (status, String::from_utf8(bytes.to_vec()).unwrap())
@@ -649,14 +656,25 @@ async fn health_checks_postgres_and_metrics_show_the_pool() {
         let shutdown = CancellationToken::new();
         let health: Health = db.state.health.clone();
         let watch = tokio::spawn(ops::watch_postgres(Store::new(db.pool.clone()), health, shutdown.clone()));
+        // The live consumer flips `kafka` (reading the local stack's topics from their
+        // ends, committing nothing).
+        let options = ApiOptions::local_defaults();
+        let live = tokio::spawn(smartmeter_query_api::live::consume(
+            options.brokers.clone(),
+            options.live_topics(),
+            db.state.api.feeds.clone(),
+            db.state.health.clone(),
+            shutdown.clone(),
+        ));
         let mut status = StatusCode::SERVICE_UNAVAILABLE;
-        for _ in 0..50 {
+        for _ in 0..300 {
             let (now, body) = db.get("/health").await;
             status = now;
             if status == StatusCode::OK {
                 let report: Value = serde_json::from_str(&body).unwrap();
                 assert_eq!(report["status"], "ok");
                 assert_eq!(report["components"]["postgres"]["state"], "up");
+                assert_eq!(report["components"]["kafka"]["state"], "up");
                 break;
             }
             tokio::time::sleep(std::time::Duration::from_millis(100)).await;
@@ -664,6 +682,7 @@ async fn health_checks_postgres_and_metrics_show_the_pool() {
         assert_eq!(status, StatusCode::OK);
         shutdown.cancel();
         watch.await.unwrap();
+        live.await.unwrap();
 
         db.data("query Devices { devices { nodes { deviceId } } }", json!({})).await;
         let (status, metrics) = db.get("/metrics").await;

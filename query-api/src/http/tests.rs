@@ -1,24 +1,30 @@
-//! Request parsing and error shapes through the router, with a database that is
-//! never reachable: argument checks answer before any SQL runs.
+//! Request parsing, authentication and error shapes through the router, with a
+//! database that is never reachable: argument checks answer before any SQL runs, and
+//! the development key is checked from memory.
 
 use axum::body::Body;
 use axum::http::{header, Request, StatusCode};
 use serde_json::{json, Value};
 use tower::ServiceExt as _;
 
-use crate::store::Store;
+use crate::tests::DEV_KEY;
 use crate::{app, AppState};
 
 fn state() -> AppState {
     // Port 1 refuses connections at once; nothing in these tests needs the database
-    // except `internal_errors_hide_the_cause`.
-    let pool =
-        smartmeter_core::service::db::pool("postgres://nobody:secret@127.0.0.1:1/none", 2, "query-api")
-            .unwrap();
-    AppState::new(Store::new(pool)).unwrap()
+    // except `internal_errors_hide_the_cause` and the stored-key lookups.
+    crate::tests::offline_state()
 }
 
-async fn send(state: &AppState, request: Request<Body>) -> (StatusCode, String) {
+/// Sends `request` with the development admin key unless it has an Authorization.
+async fn send(state: &AppState, mut request: Request<Body>) -> (StatusCode, String) {
+    if !request.headers().contains_key(header::AUTHORIZATION) {
+        request.headers_mut().insert(header::AUTHORIZATION, format!("Bearer {DEV_KEY}").parse().unwrap());
+    }
+    send_as_is(state, request).await
+}
+
+async fn send_as_is(state: &AppState, request: Request<Body>) -> (StatusCode, String) {
     let response = app(state.clone()).oneshot(request).await.unwrap();
     let status = response.status();
     let body = axum::body::to_bytes(response.into_body(), usize::MAX).await.unwrap();
@@ -240,14 +246,17 @@ async fn internal_errors_hide_the_cause() {
 #[tokio::test]
 async fn health_is_unavailable_until_postgres_is_checked() {
     let state = state();
-    let (status, text) = send(&state, Request::get("/health").body(Body::empty()).unwrap()).await;
+    let (status, text) = send_as_is(&state, Request::get("/health").body(Body::empty()).unwrap()).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     let report: Value = serde_json::from_str(&text).unwrap();
     assert_eq!(report["status"], "degraded");
     assert_eq!(report["components"]["postgres"]["state"], "unknown");
 
     state.health.up(crate::ops::POSTGRES);
-    let (status, text) = send(&state, Request::get("/health").body(Body::empty()).unwrap()).await;
+    let (status, _) = send_as_is(&state, Request::get("/health").body(Body::empty()).unwrap()).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "the live consumer's kafka is still unknown");
+    state.health.up(crate::live::KAFKA);
+    let (status, text) = send_as_is(&state, Request::get("/health").body(Body::empty()).unwrap()).await;
     assert_eq!(status, StatusCode::OK, "{text}");
 }
 
@@ -273,10 +282,70 @@ async fn metrics_count_operations_with_bounded_labels() {
         r#"smartmeter_graphql_request_duration_seconds_count{operation="Device"} 1"#,
         r#"smartmeter_graphql_errors_total{code="GRAPHQL_VALIDATION_FAILED",operation="other"} 1"#,
         "smartmeter_db_pool_max_connections 2",
+        r#"smartmeter_http_requests_total{route="/graphql",status="2xx"} 4"#,
         "smartmeter_db_pool_connections 0",
         "smartmeter_db_pool_idle_connections 0",
     ] {
         assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
     }
     assert!(!text.contains("MyOwnName"));
+}
+
+#[tokio::test]
+async fn every_route_but_health_and_graphiql_needs_a_key() {
+    let state = state();
+    let routes = [
+        ("GET", "/graphql?query=%7B__typename%7D"),
+        ("POST", "/graphql"),
+        ("GET", "/api/devices"),
+        ("POST", "/api/devices"),
+        ("GET", "/api/devices/MAC000002/readings"),
+        ("GET", "/api/billing/MAC000002?month=2013-01"),
+        ("GET", "/api/invoices/INV-MAC000002-201301"),
+        ("GET", "/api/invoices/INV-MAC000002-201301/pdf"),
+        ("GET", "/api/tariffs"),
+        ("POST", "/api/tariffs"),
+        ("GET", "/metrics"),
+    ];
+    for (method, path) in routes {
+        for authorization in [None, Some("Bearer smk_0000000000000000_wrong"), Some("Basic YWRtaW46YWRtaW4=")]
+        {
+            let mut request = Request::builder().method(method).uri(path);
+            request = request.header(header::CONTENT_TYPE, "application/json");
+            if let Some(value) = authorization {
+                request = request.header(header::AUTHORIZATION, value);
+            }
+            let request = request.body(Body::from(r#"{"query":"{__typename}"}"#)).unwrap();
+            let (status, text) = send_as_is(&state, request).await;
+            // A wrong smk_ token is looked up in the (unreachable) database: 503, never 200.
+            let expected = if authorization.is_some_and(|a| a.contains("smk_")) {
+                [StatusCode::UNAUTHORIZED, StatusCode::SERVICE_UNAVAILABLE]
+            } else {
+                [StatusCode::UNAUTHORIZED, StatusCode::UNAUTHORIZED]
+            };
+            assert!(expected.contains(&status), "{method} {path} with {authorization:?}: {status} {text}");
+            assert!(!text.contains("__typename\":\"Query"), "{text}");
+        }
+    }
+    let (status, _) = send_as_is(&state, Request::get("/graphiql").body(Body::empty()).unwrap()).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _) = send_as_is(&state, Request::get("/health").body(Body::empty()).unwrap()).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "answers (degraded) without a key");
+
+    let (status, text) =
+        send_as_is(&state, Request::get("/graphql?query=%7B__typename%7D").body(Body::empty()).unwrap())
+            .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(first_error(&serde_json::from_str(&text).unwrap()).0, "UNAUTHENTICATED");
+}
+
+#[tokio::test]
+async fn the_dev_key_is_an_admin() {
+    let (status, body) =
+        post(&state(), json!({ "query": "{ me { userName role customerId keyId } }" })).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        body["data"]["me"],
+        json!({ "userName": "dev-admin", "role": "ADMIN", "customerId": null, "keyId": "dev" })
+    );
 }

@@ -15,21 +15,46 @@ use crate::store::StoreError;
 pub mod code {
     pub const BAD_USER_INPUT: &str = "BAD_USER_INPUT";
     pub const NOT_FOUND: &str = "NOT_FOUND";
+    /// No token, or one that is unknown, revoked or expired.
+    pub const UNAUTHENTICATED: &str = "UNAUTHENTICATED";
+    /// The caller's role may not do this, or the meter is not the customer's.
+    pub const FORBIDDEN: &str = "FORBIDDEN";
+    /// A dependency (Kafka) did not confirm in time, or a limit of this instance is
+    /// reached; retrying later may succeed.
+    pub const UNAVAILABLE: &str = "UNAVAILABLE";
     pub const INTERNAL: &str = "INTERNAL";
     pub const PARSE_FAILED: &str = "GRAPHQL_PARSE_FAILED";
     pub const VALIDATION_FAILED: &str = "GRAPHQL_VALIDATION_FAILED";
     pub const BAD_REQUEST: &str = "BAD_REQUEST";
-    pub const ALL: [&str; 6] =
-        [BAD_USER_INPUT, NOT_FOUND, INTERNAL, PARSE_FAILED, VALIDATION_FAILED, BAD_REQUEST];
+    pub const ALL: [&str; 9] = [
+        BAD_USER_INPUT,
+        NOT_FOUND,
+        UNAUTHENTICATED,
+        FORBIDDEN,
+        UNAVAILABLE,
+        INTERNAL,
+        PARSE_FAILED,
+        VALIDATION_FAILED,
+        BAD_REQUEST,
+    ];
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
-    /// An argument the client can fix; `argument` names it.
+    /// An argument the client can fix; `argument` names it and, inside an input object
+    /// or document, `field` the path to the faulty part (`time_zone`,
+    /// `components[0].slabs[1].rate`).
     #[error("{message}")]
-    BadUserInput { argument: &'static str, message: String },
+    BadUserInput { argument: &'static str, field: Option<String>, message: String },
     #[error("{0}")]
     NotFound(String),
+    #[error("{0}")]
+    Unauthenticated(String),
+    #[error("{0}")]
+    Forbidden(String),
+    /// The message says what happened and whether anything took effect.
+    #[error("{0}")]
+    Unavailable(String),
     /// Already logged; the message never reaches the client.
     #[error("internal error")]
     Internal,
@@ -37,7 +62,30 @@ pub enum ApiError {
 
 impl ApiError {
     pub fn bad_input(argument: &'static str, message: impl Into<String>) -> Self {
-        Self::BadUserInput { argument, message: message.into() }
+        Self::BadUserInput { argument, field: None, message: message.into() }
+    }
+
+    pub fn bad_field(argument: &'static str, field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::BadUserInput { argument, field: Some(field.into()), message: message.into() }
+    }
+
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::BadUserInput { .. } => code::BAD_USER_INPUT,
+            Self::NotFound(_) => code::NOT_FOUND,
+            Self::Unauthenticated(_) => code::UNAUTHENTICATED,
+            Self::Forbidden(_) => code::FORBIDDEN,
+            Self::Unavailable(_) => code::UNAVAILABLE,
+            Self::Internal => code::INTERNAL,
+        }
+    }
+
+    /// What the client is told: internals never.
+    pub fn client_message(&self) -> String {
+        match self {
+            Self::Internal => "Internal error.".to_owned(),
+            other => other.to_string(),
+        }
     }
 }
 
@@ -59,22 +107,14 @@ impl From<StoreError> for async_graphql::Error {
 impl From<ApiError> for async_graphql::Error {
     fn from(error: ApiError) -> Self {
         let mut extensions = ErrorExtensionValues::default();
-        let message = match &error {
-            ApiError::BadUserInput { argument, message } => {
-                extensions.set("code", code::BAD_USER_INPUT);
-                extensions.set("argument", *argument);
-                message.clone()
+        extensions.set("code", error.code());
+        if let ApiError::BadUserInput { argument, field, .. } = &error {
+            extensions.set("argument", *argument);
+            if let Some(field) = field {
+                extensions.set("field", field.as_str());
             }
-            ApiError::NotFound(message) => {
-                extensions.set("code", code::NOT_FOUND);
-                message.clone()
-            }
-            ApiError::Internal => {
-                extensions.set("code", code::INTERNAL);
-                "Internal error.".to_owned()
-            }
-        };
-        async_graphql::Error { message, source: None, extensions: Some(extensions) }
+        }
+        async_graphql::Error { message: error.client_message(), source: None, extensions: Some(extensions) }
     }
 }
 

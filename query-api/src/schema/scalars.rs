@@ -1,4 +1,5 @@
-//! Scalars at the API's edge: `DateTime` (RFC 3339 instant), `Date` (YYYY-MM-DD).
+//! Scalars at the API's edge: `DateTime` (RFC 3339 instant), `Date` (YYYY-MM-DD),
+//! `Month` (YYYY-MM, a local calendar month).
 //! `Decimal` is async-graphql's, a string, for exact energy.
 //!
 //! Both check their input in `is_valid`, so a malformed value is refused while the
@@ -73,6 +74,47 @@ fn parse_date(text: &str) -> Result<jiff::civil::Date, String> {
     text.parse::<jiff::civil::Date>().map_err(|_| error())
 }
 
+/// A local calendar month, `YYYY-MM`; held as its first day.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Month(pub jiff::civil::Date);
+
+/// A calendar month, `YYYY-MM`, local to the device's time zone (billing periods are
+/// local months).
+#[Scalar(name = "Month")]
+impl ScalarType for Month {
+    fn parse(value: Value) -> InputValueResult<Self> {
+        match &value {
+            Value::String(text) => parse_month(text).map(Month).map_err(InputValueError::custom),
+            _ => Err(InputValueError::expected_type(value)),
+        }
+    }
+
+    fn is_valid(value: &Value) -> bool {
+        matches!(value, Value::String(text) if parse_month(text).is_ok())
+    }
+
+    fn to_value(&self) -> Value {
+        Value::String(format_month(self.0))
+    }
+}
+
+pub fn format_month(first_day: jiff::civil::Date) -> String {
+    format!("{:04}-{:02}", first_day.year(), first_day.month())
+}
+
+/// `YYYY-MM` to the month's first day.
+pub fn parse_month(text: &str) -> Result<jiff::civil::Date, String> {
+    let error = || format!("{text:?} is not a month of the form YYYY-MM");
+    let shape_ok = text.len() == 7
+        && text.bytes().enumerate().all(|(i, b)| if i == 4 { b == b'-' } else { b.is_ascii_digit() });
+    if !shape_ok {
+        return Err(error());
+    }
+    let year: i16 = text[..4].parse().map_err(|_| error())?;
+    let month: i8 = text[5..].parse().map_err(|_| error())?;
+    jiff::civil::Date::new(year, month, 1).map_err(|_| error())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -84,6 +126,16 @@ mod tests {
         assert!(!DateTime::is_valid(&Value::String("2013-03-31T02:30:00".into())));
         assert!(!DateTime::is_valid(&Value::String("yesterday".into())));
         assert!(!DateTime::is_valid(&Value::Number(5.into())));
+    }
+
+    #[test]
+    fn month_is_strictly_yyyy_mm() {
+        let parsed = Month::parse(Value::String("2013-01".into())).unwrap();
+        assert_eq!(parsed.0, jiff::civil::date(2013, 1, 1));
+        assert_eq!(parsed.to_value(), Value::String("2013-01".into()));
+        for bad in ["2013-1", "2013-13", "2013-00", "201301", "2013-01-01", "+2013-01"] {
+            assert!(!Month::is_valid(&Value::String(bad.into())), "{bad}");
+        }
     }
 
     #[test]
