@@ -81,6 +81,12 @@ struct RunArgs {
     /// Invoices issued longer ago are not mailed automatically.
     #[arg(long, env = "SMARTMETER_BILLING_EMAIL_LOOKBACK", default_value = "7d")]
     email_lookback: jiff::Span,
+    /// Threads that decode and price a replay requested through the API.
+    #[arg(long, env = "SMARTMETER_BILLING_REPLAY_THREADS", default_value_t = default_threads())]
+    replay_threads: usize,
+    /// How often to look for replays requested through the API.
+    #[arg(long, env = "SMARTMETER_BILLING_REPLAY_POLL_MS", default_value_t = 2000)]
+    replay_poll_ms: u64,
     /// How long to wait for the batch in hand on shutdown.
     #[arg(long, env = "SMARTMETER_BILLING_DRAIN_TIMEOUT_S", default_value_t = 10)]
     drain_timeout_s: u64,
@@ -221,6 +227,8 @@ async fn serve(args: Args, run: RunArgs) -> anyhow::Result<()> {
         max_batch: run.max_batch,
         linger: Duration::from_millis(run.linger_ms),
         mail,
+        replay_threads: run.replay_threads.max(1),
+        replay_poll_interval: Duration::from_millis(run.replay_poll_ms.max(10)),
         ..Config::local_defaults()
     };
     let shutdown = shutdown::on_signal();
