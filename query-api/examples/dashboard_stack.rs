@@ -1,15 +1,17 @@
 //! The stack the dashboard's browser tests run against (`query-api/dashboard/tests`),
 //! in this one process, on the real Mosquitto, Kafka and PostgreSQL of `infra/up.sh`:
 //! a database and Kafka topics of its own, the bridge, the processor, the billing
-//! worker and the query API serving the built dashboard. The ten London households of
-//! January 2013 (`shared/data`) are replayed over MQTT with the simulator's account,
-//! January closes, a tariff (the Ofgem cap rates, re-dated to 2012) is published and
-//! assigned as events, and the worker issues the invoices.
+//! worker and the query API serving the built dashboard. First the set-up an
+//! administrator would do through the API: a tariff (the Ofgem cap rates, re-dated to
+//! 2012), a customer owning two meters, nine meters registered on the tariff (one left
+//! discovered), keys for an operator and the customer. Then the ten London households
+//! of January 2013 (`shared/data`) are replayed over MQTT with the simulator's account;
+//! January closes and the worker issues the invoices.
 //!
 //! When everything is ready it prints one line, `DASHBOARD_STACK {json}` (URL, device
-//! ids, topics, database URL), then runs until SIGTERM, ctrl-c or its standard input
-//! closes, and cleans up: services stopped, the bridge's MQTT session discarded, the
-//! database dropped.
+//! ids, API keys per role, topics, database URL), then runs until SIGTERM, ctrl-c or
+//! its standard input closes, and cleans up: services stopped, the bridge's MQTT
+//! session discarded, the database dropped.
 //!
 //! ```sh
 //! . infra/env.sh && cargo run -p smartmeter-query-api --example dashboard_stack
@@ -19,14 +21,9 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Parser as _;
-use jiff::{SignedDuration, Timestamp};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use jiff::SignedDuration;
 use serde_json::json;
-use smartmeter_core::billing::events::{
-    TariffAssigned, TariffVersionPublished, TARIFF_ASSIGNED, TARIFF_VERSION_PUBLISHED,
-};
 use smartmeter_core::billing::TariffDocument;
-use smartmeter_core::event::Envelope;
 use smartmeter_core::service::health::Health;
 use smartmeter_core::service::testkit::{self, TestDatabase};
 use smartmeter_core::telemetry::telemetry_topic;
@@ -39,11 +36,39 @@ const LONDON_JANUARY: &str =
     concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/data/lcl_halfhourly_2013-01_10households.csv");
 const OFGEM_TARIFF: &str =
     concat!(env!("CARGO_MANIFEST_DIR"), "/../core/tariffs/ofgem_price_cap_2024q3.json");
+/// A published slab tariff (Tata Power Delhi, domestic, 2015-16), for the tariff editor.
+const SLAB_TARIFF: &str =
+    concat!(env!("CARGO_MANIFEST_DIR"), "/../core/tariffs/tpddl_domestic_fy2015_16.json");
 /// The tariff every household but [`UNASSIGNED`] is billed on.
 const TARIFF_ID: &str = "london-standard";
 /// Left without a tariff, as a newly discovered meter is.
 const UNASSIGNED: &str = "MAC000016";
+/// The customer account's meters (the customer's key sees these only).
+const CUSTOMER_HOUSEHOLDS: [&str; 2] = ["MAC000002", "MAC000006"];
 const WAIT: Duration = Duration::from_secs(300);
+
+/// GraphQL over HTTP with a bearer token.
+struct Api {
+    http: reqwest::Client,
+    url: String,
+    token: String,
+}
+
+impl Api {
+    async fn call(&self, query: &str, variables: serde_json::Value) -> anyhow::Result<serde_json::Value> {
+        let response: serde_json::Value = self
+            .http
+            .post(&self.url)
+            .bearer_auth(&self.token)
+            .json(&json!({ "query": query, "variables": variables }))
+            .send()
+            .await?
+            .json()
+            .await?;
+        anyhow::ensure!(response.get("errors").is_none(), "GraphQL errors: {response}");
+        Ok(response["data"].clone())
+    }
+}
 
 struct Topics {
     telemetry: String,
@@ -125,25 +150,6 @@ async fn wait_healthy(url: &str) -> anyhow::Result<()> {
     }
 }
 
-/// The processor publishes period events to the fixed topic name; in this database a
-/// trigger sends them to this stack's own periods topic instead.
-async fn route_periods_to(url: &str, periods_topic: &str) -> anyhow::Result<()> {
-    let pool = smartmeter_core::service::db::pool(url, 1, "dashboard-stack")?;
-    smartmeter_core::service::db::migrate(&pool).await?;
-    let sql = format!(
-        "CREATE FUNCTION dashboard_route_periods() RETURNS trigger LANGUAGE plpgsql AS $$
-         BEGIN
-             IF NEW.topic = '{}' THEN NEW.topic := '{periods_topic}'; END IF;
-             RETURN NEW;
-         END $$;
-         CREATE TRIGGER dashboard_route_periods BEFORE INSERT ON outbox
-             FOR EACH ROW EXECUTE FUNCTION dashboard_route_periods();",
-        topics::BILLING_PERIODS.name
-    );
-    connect(url).await?.batch_execute(&sql).await?;
-    Ok(())
-}
-
 /// The Ofgem 2024 Q3 cap (real, published rates) as `london-standard`, in force from
 /// 2012-10-01 so that the 2013 data has a version.
 fn london_tariff() -> anyhow::Result<TariffDocument> {
@@ -155,23 +161,6 @@ fn london_tariff() -> anyhow::Result<TariffDocument> {
     version["components"][0]["name"] = "energy (incl VAT)".into();
     version["components"][1]["name"] = "standing charge (incl VAT)".into();
     Ok(serde_json::from_value(version)?)
-}
-
-async fn produce(brokers: &str, topic: &str, messages: &[(String, String)]) -> anyhow::Result<()> {
-    let producer: FutureProducer =
-        smartmeter_core::service::kafka::idempotent_producer(brokers, "dashboard-stack").create()?;
-    for (key, value) in messages {
-        producer
-            .send(FutureRecord::to(topic).key(key).payload(value), Duration::from_secs(30))
-            .await
-            .map_err(|(error, _)| error)?;
-    }
-    Ok(())
-}
-
-fn envelope<T: serde::Serialize>(id: String, event_type: &str, subject: &str, data: &T) -> String {
-    serde_json::to_string(&Envelope::new(id, "/dashboard-stack", event_type, Timestamp::now(), subject, data))
-        .expect("an envelope serialises")
 }
 
 /// Every household over MQTT with the simulator's account; returns the readings sent.
@@ -290,7 +279,6 @@ async fn run() -> anyhow::Result<()> {
 }
 
 async fn serve(prefix: &str, brokers: &str, topics: &Topics, db: &TestDatabase) -> anyhow::Result<()> {
-    route_periods_to(&db.url, &topics.periods).await?;
     let services = Services { shutdown: CancellationToken::new(), tasks: Vec::new() };
     let bridge_client_id = format!("{prefix}bridge");
     let result = start_and_wait(prefix, brokers, topics, db, &bridge_client_id, services).await;
@@ -330,6 +318,8 @@ async fn start_and_wait(
         database_url: db.url.clone(),
         group_id: testkit::unique_name("processor-dash"),
         topic: topics.telemetry.clone(),
+        device_events_topic: Some(topics.device_events.clone()),
+        billing_periods_topic: topics.periods.clone(),
         default_time_zone: "Europe/London".into(),
         // January closes once the replayed meters have been silent this long (wall
         // clock; silence counts from when the readings were received).
@@ -383,10 +373,20 @@ async fn start_and_wait(
     ));
 
     let api_port = free_port();
+    // The development admin key, accepted from memory only: random per run.
+    let admin_key = format!("dev-{}", testkit::unique_name("admin"));
     let api = smartmeter_query_api::Config::try_parse_from([
         "query-api".to_owned(),
         format!("--listen=127.0.0.1:{api_port}"),
         format!("--database-url={}", db.url),
+        format!("--brokers={brokers}"),
+        format!("--telemetry-topic={}", topics.telemetry),
+        format!("--device-events-topic={}", topics.device_events),
+        format!("--tariff-events-topic={}", topics.tariffs),
+        format!("--invoices-topic={}", topics.invoices),
+        format!("--dlq-topic={}", topics.dlq),
+        format!("--dev-admin-key={admin_key}"),
+        "--default-time-zone=Europe/London".to_owned(),
     ])?;
     services.tasks.push(("query-api", tokio::spawn(smartmeter_query_api::run(api, shutdown.clone()))));
 
@@ -394,33 +394,79 @@ async fn start_and_wait(
         wait_healthy(&format!("http://127.0.0.1:{bridge_metrics_port}/health")).await?;
         wait_healthy(&format!("http://127.0.0.1:{api_port}/health")).await?;
 
-        // The tariff and its assignments first, so that January is billable the moment
-        // it closes.
+        // Through the API, as an administrator would: the tariff, a customer, the
+        // meters registered with the tariff from 2012-10-01 (one left discovered), an
+        // operator's key and the customer's key. Before the replay, so that January
+        // is billable the moment it closes.
+        let graphql = format!("http://127.0.0.1:{api_port}/graphql");
+        let api = Api { http: reqwest::Client::new(), url: graphql.clone(), token: admin_key.clone() };
         let households = meter_simulator::london::load(&[LONDON_JANUARY]).context("the London file")?;
         let devices: Vec<String> =
             households.meters.iter().map(|m| format!("{prefix}{}", m.device_id)).collect();
-        let tariff = london_tariff()?;
-        let published = TariffVersionPublished { document: tariff };
-        let mut tariff_events = vec![(
-            TARIFF_ID.to_owned(),
-            envelope(published.event_id(), TARIFF_VERSION_PUBLISHED, TARIFF_ID, &published),
-        )];
-        for device in devices.iter().filter(|d| !d.ends_with(UNASSIGNED)) {
-            let assigned = TariffAssigned {
-                device_id: DeviceId::parse(device)?,
-                tariff_id: TARIFF_ID.to_owned(),
-                effective_from: jiff::civil::date(2012, 10, 1),
-                sanctioned_load_kw: None,
-                phase: None,
-                connected_load_kw: None,
-            };
-            tariff_events.push((
-                TARIFF_ID.to_owned(),
-                envelope(assigned.event_id(), TARIFF_ASSIGNED, device, &assigned),
-            ));
+        api.call(
+            "mutation($document: JSON!) { publishTariffVersion(document: $document) { version } }",
+            json!({ "document": london_tariff()? }),
+        )
+        .await?;
+        let mut slab_tariff: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(SLAB_TARIFF)?)?;
+        if let Some(first) = slab_tariff.as_array().and_then(|versions| versions.first()) {
+            slab_tariff = first.clone();
         }
-        produce(brokers, &topics.tariffs, &tariff_events).await?;
+        api.call(
+            "mutation($document: JSON!) { publishTariffVersion(document: $document) { version } }",
+            json!({ "document": slab_tariff }),
+        )
+        .await?;
+        wait_for(&db.url, "SELECT count(*) FROM tariff_versions", 2).await?;
+        let customer_id = format!("{prefix}household");
+        api.call(
+            "mutation($id: String!) { createCustomer(customerId: $id, name: \"A London household\") { customerId } }",
+            json!({ "id": customer_id }),
+        )
+        .await?;
+        let customer_devices: Vec<String> =
+            devices.iter().filter(|d| CUSTOMER_HOUSEHOLDS.iter().any(|h| d.ends_with(h))).cloned().collect();
+        for device in devices.iter().filter(|d| !d.ends_with(UNASSIGNED)) {
+            let household = device.trim_start_matches(prefix);
+            let customer = customer_devices.contains(&device).then_some(customer_id.as_str());
+            api.call(
+                "mutation($input: RegisterDeviceInput!) { registerDevice(input: $input) { eventId } }",
+                json!({ "input": {
+                    "deviceId": device,
+                    "name": format!("Household {household}"),
+                    "location": "London",
+                    "timeZone": "Europe/London",
+                    "tariffId": TARIFF_ID,
+                    "tariffEffectiveFrom": "2012-10-01",
+                    "customerId": customer,
+                }}),
+            )
+            .await?;
+        }
         wait_for(&db.url, "SELECT count(*) FROM tariff_assignments", devices.len() as i64 - 1).await?;
+        wait_for(
+            &db.url,
+            "SELECT count(*) FROM devices WHERE lifecycle = 'registered'",
+            devices.len() as i64 - 1,
+        )
+        .await?;
+        let create_key = "mutation($user: String!, $role: Role!, $customer: String) {
+            createApiKey(userName: $user, role: $role, customerId: $customer, label: \"dashboard tests\") { token }
+        }";
+        let operator =
+            api.call(create_key, json!({ "user": format!("{prefix}operator"), "role": "OPERATOR" })).await?;
+        let customer = api
+            .call(
+                create_key,
+                json!({ "user": format!("{prefix}customer"), "role": "CUSTOMER", "customer": customer_id }),
+            )
+            .await?;
+        let tokens = json!({
+            "admin": admin_key,
+            "operator": operator["createApiKey"]["token"],
+            "customer": customer["createApiKey"]["token"],
+        });
         let (sent, replayed) = replay_over_mqtt(prefix).await?;
         anyhow::ensure!(replayed == devices, "the replay's meters are the file's");
         let like = format!("SELECT count(*) FROM readings WHERE device_id LIKE '{prefix}%'");
@@ -438,13 +484,13 @@ async fn start_and_wait(
             devices.len() as i64,
         )
         .await?;
-        anyhow::Ok((sent, devices))
+        anyhow::Ok((sent, devices, tokens, customer_id, customer_devices))
     };
     let outcome = tokio::select! {
         outcome = ready => outcome,
         () = until_stopped() => Err(anyhow::anyhow!("stopped before the stack was ready")),
     };
-    let (readings, devices) = match outcome {
+    let (readings, devices, tokens, customer_id, customer_devices) = match outcome {
         Ok(ready) => ready,
         Err(error) => {
             services.stop().await;
@@ -452,13 +498,18 @@ async fn start_and_wait(
         }
     };
 
+    let slab_tariff_id = "tpddl_domestic_fy2015_16";
     let line = json!({
         "url": format!("http://127.0.0.1:{api_port}"),
         "graphql": format!("http://127.0.0.1:{api_port}/graphql"),
         "prefix": prefix,
         "devices": devices,
         "unassignedDevice": format!("{prefix}{UNASSIGNED}"),
+        "tokens": tokens,
+        "customerId": customer_id,
+        "customerDevices": customer_devices,
         "tariffId": TARIFF_ID,
+        "slabTariffId": slab_tariff_id,
         "readings": readings,
         "databaseUrl": db.url,
         "topics": {

@@ -11,6 +11,9 @@ export interface Stack {
   devices: string[];
   unassignedDevice: string;
   tariffId: string;
+  slabTariffId: string;
+  customerId: string;
+  customerDevices: string[];
   readings: number;
   databaseUrl: string;
   tokens?: Record<string, string>;
@@ -22,7 +25,12 @@ export function stack(): Stack {
   return JSON.parse(json) as Stack;
 }
 
-export async function graphql<T>(query: string, variables: Record<string, unknown> = {}, token?: string): Promise<T> {
+/** GraphQL as `token` (default: the stack's admin key). */
+export async function graphql<T>(
+  query: string,
+  variables: Record<string, unknown> = {},
+  token: string | undefined = stack().tokens?.admin,
+): Promise<T> {
   const response = await fetch(stack().graphql, {
     method: "POST",
     headers: { "content-type": "application/json", ...(token ? { authorization: `Bearer ${token}` } : {}) },
@@ -46,9 +54,9 @@ export function mqttPublish(topic: string, payload: string): void {
   ]);
 }
 
-/** Saves a full-page screenshot in test-results/screenshots (SMARTMETER_SCREENSHOT_DIR=screenshots refreshes the committed ones). */
+/** Saves a full-page screenshot in test-screenshots/ (SMARTMETER_SCREENSHOT_DIR=screenshots refreshes the committed ones). */
 export async function screenshot(page: Page, name: string): Promise<void> {
-  const dir = process.env.SMARTMETER_SCREENSHOT_DIR ?? "test-results/screenshots";
+  const dir = process.env.SMARTMETER_SCREENSHOT_DIR ?? "test-screenshots";
   await page.screenshot({ path: `${dir}/${name}.png`, fullPage: true });
 }
 

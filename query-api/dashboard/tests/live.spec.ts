@@ -1,5 +1,9 @@
+// Live: pick a meter, the cards update from the live-readings subscription when a
+// reading is published over MQTT (no reload), and the 30-day chart's total equals the
+// sum of the API's daily energy.
+
 import { expect, test } from "@playwright/test";
-import { graphql, pickMeter, screenshot, signIn, stack } from "./helpers";
+import { graphql, mqttPublish, pickMeter, screenshot, signIn, stack } from "./helpers";
 
 const HOUSEHOLD = "MAC000002";
 
@@ -8,28 +12,72 @@ function toMicro(value: string): bigint {
   return BigInt(whole + fraction.padEnd(6, "0").slice(0, 6));
 }
 
-test("pick a meter: status, cards and both charts; the 30-day total equals the GraphQL daily sum", async ({ page }) => {
-  const { prefix } = stack();
-  const deviceId = `${prefix}${HOUSEHOLD}`;
+test("a reading published over MQTT reaches the live cards without a reload", async ({ page }) => {
+  const deviceId = `${stack().prefix}${HOUSEHOLD}`;
   await signIn(page);
   await pickMeter(page, deviceId);
-  await expect(page).toHaveURL(new RegExp(`/live/${deviceId}$`));
   await expect(page.getByTestId("card-power-value")).not.toHaveText("—");
-  await expect(page.getByTestId("reading-at")).toContainText("reading of");
+  const before = await page.getByTestId("card-power-value").textContent();
 
-  // The chart's range as the page shows it, and the API's daily rollups for it.
+  // The newest stored reading: the new one continues its counter 30 minutes later.
+  const { latestReading } = await graphql<{ latestReading: { ts: string; energyKwh: number } }>(
+    `query($id: String!) { latestReading(deviceId: $id) { ts energyKwh } }`,
+    { id: deviceId },
+  );
+  const ts = new Date(new Date(latestReading.ts).getTime() + 30 * 60_000).toISOString().replace(".000Z", "Z");
+  const powerW = 4321.5;
+  const energyKwh = Math.round((latestReading.energyKwh + 2.16075) * 1000) / 1000;
+  // Marks this document: a reload would lose it.
+  await page.evaluate(() => ((window as unknown as { noReload: boolean }).noReload = true));
+  // The subscription is open once the page shows the live marker path; give the
+  // WebSocket a moment to be subscribed before publishing.
+  await page.waitForTimeout(1500);
+  mqttPublish(
+    `smartmeter/${deviceId}/telemetry`,
+    JSON.stringify({
+      device_id: deviceId,
+      timestamp: ts,
+      voltage: 238.6,
+      current: 18.11,
+      power_w: powerW,
+      energy_kwh: energyKwh,
+      power_factor: 1.0,
+      rssi: -61,
+    }),
+  );
+  await expect(page.getByTestId("card-power-value")).toHaveText("4,322");
+  await expect(page.getByTestId("card-voltage-value")).toHaveText("238.6");
+  await expect(page.getByTestId("card-current-value")).toHaveText("18.11");
+  await expect(page.getByTestId("card-energy-value")).toHaveText(energyKwh.toFixed(3).replace(/\B(?=(\d{3})+(?!\d))/g, ","));
+  await expect(page.getByTestId("reading-at")).toContainText("live");
+  expect(before).not.toBe("4,322");
+  expect(await page.evaluate(() => (window as unknown as { noReload?: boolean }).noReload)).toBe(true);
+});
+
+test("the 30-day chart's total equals the GraphQL daily sum", async ({ page }) => {
+  const deviceId = `${stack().prefix}MAC000006`;
+  await signIn(page);
+  await pickMeter(page, deviceId);
+  await expect(page.getByTestId("card-power-value")).not.toHaveText("—");
+
   const caption = page.locator("figcaption", { hasText: "Daily consumption" });
   await expect(caption).toContainText(/\d{4}-\d{2}-\d{2} to \d{4}-\d{2}-\d{2}/);
   const [, fromDate, toDate] = /(\d{4}-\d{2}-\d{2}) to (\d{4}-\d{2}-\d{2})/.exec((await caption.textContent()) ?? "")!;
+  const total = page.getByTestId("consumption-total");
+  await expect(total).not.toHaveText("…");
   const data = await graphql<{ dailyEnergy: { energyKwh: string }[] }>(
     `query($id: String!, $from: Date!, $to: Date!) { dailyEnergy(deviceId: $id, fromDate: $from, toDate: $to) { energyKwh } }`,
     { id: deviceId, from: fromDate, to: toDate },
   );
   expect(data.dailyEnergy.length).toBeGreaterThan(20);
   const expected = data.dailyEnergy.reduce((sum, d) => sum + toMicro(d.energyKwh), 0n);
-  const shown = toMicro((await page.getByTestId("consumption-total").textContent()) ?? "");
-  expect(shown).toBe(expected);
   expect(expected).toBeGreaterThan(0n);
+  expect(toMicro((await total.getAttribute("data-exact-kwh")) ?? "")).toBe(expected);
+  // What a person reads: the same total to the watt-hour.
+  const shownKwh = ((await total.textContent()) ?? "").replace(/,/g, "");
+  expect(toMicro(shownKwh)).toBe(((expected + 500n) / 1000n) * 1000n);
+  // And the chart draws one bar per day of the range.
+  await expect(page.getByTestId("consumption-chart").locator("canvas")).toBeVisible();
 
   await screenshot(page, "live-desktop");
   await page.setViewportSize({ width: 390, height: 844 });

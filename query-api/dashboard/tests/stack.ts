@@ -29,19 +29,22 @@ export default async function globalSetup(_config: FullConfig): Promise<(() => P
   const targetDir = process.env.CARGO_TARGET_DIR ? resolve(repo, process.env.CARGO_TARGET_DIR) : join(repo, "target");
   const binary = join(targetDir, "debug", "examples", "dashboard_stack");
 
-  const logDir = join(here, "..", "test-results");
+  // Not in test-results/: Playwright empties that after this setup has started.
+  const logDir = join(here, "..", "test-logs");
   mkdirSync(logDir, { recursive: true });
   const log = createWriteStream(join(logDir, "stack.log"));
   // stdin stays an open pipe: the stack stops by itself when this process goes away.
   const child = spawn(binary, [], { cwd: repo, stdio: ["pipe", "pipe", "pipe"], env: { ...process.env, RUST_LOG: process.env.RUST_LOG ?? "info" } });
   child.stderr.pipe(log);
+  child.stdout.pipe(log);
 
   const line = await new Promise<string>((resolveLine, reject) => {
     let buffered = "";
-    const timer = setTimeout(() => reject(new Error(`the stack was not ready in ${READY_TIMEOUT_MS / 1000} s; see test-results/stack.log`)), READY_TIMEOUT_MS);
+    const timer = setTimeout(() => reject(new Error(`the stack was not ready in ${READY_TIMEOUT_MS / 1000} s; see test-logs/stack.log`)), READY_TIMEOUT_MS);
     child.stdout.on("data", (chunk: Buffer) => {
       buffered += chunk.toString();
-      const found = buffered.split("\n").find((l) => l.startsWith("DASHBOARD_STACK "));
+      // Complete lines only: the JSON may arrive in several chunks.
+      const found = buffered.split("\n").slice(0, -1).find((l) => l.startsWith("DASHBOARD_STACK "));
       if (found) {
         clearTimeout(timer);
         resolveLine(found.slice("DASHBOARD_STACK ".length));
@@ -49,7 +52,7 @@ export default async function globalSetup(_config: FullConfig): Promise<(() => P
     });
     child.on("exit", (code) => {
       clearTimeout(timer);
-      reject(new Error(`the stack exited (${code}) before it was ready; see test-results/stack.log`));
+      reject(new Error(`the stack exited (${code}) before it was ready; see test-logs/stack.log`));
     });
   });
   process.env.SMARTMETER_DASHBOARD_STACK = line;

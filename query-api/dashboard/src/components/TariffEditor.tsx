@@ -37,11 +37,13 @@ function knownPaths(document: TariffDocument): string[] {
     paths.push(at);
     for (const field of ["name", "group", "rate", "per", "percent", "of", "pricing"]) paths.push(`${at}.${field}`);
     if (component.kind === "slabs") {
+      paths.push(`${at}.slabs`);
       component.slabs.forEach((_, j) => {
         paths.push(`${at}.slabs[${j}]`, `${at}.slabs[${j}].up_to_kwh`, `${at}.slabs[${j}].rate`, `${at}.slabs[${j}].name`);
       });
     }
     if (component.kind === "time_of_use") {
+      paths.push(`${at}.bands`);
       component.bands.forEach((_, j) => {
         paths.push(`${at}.bands[${j}]`, `${at}.bands[${j}].rate`, `${at}.bands[${j}].from`, `${at}.bands[${j}].to`);
       });
@@ -51,17 +53,34 @@ function knownPaths(document: TariffDocument): string[] {
   return paths;
 }
 
+/**
+ * A list-level error (`components[1].slabs: … 50 follows 1200`) names the limit that
+ * is out of order: placed at the row with that limit.
+ */
+function rowOfListError(document: TariffDocument, path: string, message: string): string | null {
+  const list = /^components\[(\d+)\]\.(slabs)$/.exec(path);
+  const limit = /(-?[\d.]+) follows/.exec(message);
+  if (!list || !limit) return null;
+  const component = document.components[Number(list[1])];
+  if (component?.kind !== "slabs") return null;
+  const row = component.slabs.findIndex((s) => s.up_to_kwh !== null && Number(s.up_to_kwh) === Number(limit[1]));
+  return row < 0 ? null : `${path}[${row}]`;
+}
+
 /** The errors placed at the longest known path that their path starts with. */
 function placeErrors(document: TariffDocument, errors: FieldError[]) {
   const paths = knownPaths(document);
   const placed = new Map<string, string[]>();
   const unplaced: string[] = [];
   for (const error of errors) {
-    const at = error.path
-      ? paths
-          .filter((p) => error.path === p || error.path!.startsWith(p + ".") || error.path!.startsWith(p + "["))
-          .sort((a, b) => b.length - a.length)[0]
-      : undefined;
+    const row = error.path ? rowOfListError(document, error.path, error.message) : null;
+    const at =
+      row ??
+      (error.path
+        ? paths
+            .filter((p) => error.path === p || error.path!.startsWith(p + ".") || error.path!.startsWith(p + "["))
+            .sort((a, b) => b.length - a.length)[0]
+        : undefined);
     if (at) placed.set(at, [...(placed.get(at) ?? []), error.message]);
     else unplaced.push(error.message);
   }
@@ -340,6 +359,7 @@ function ComponentForm({
                 {errorAt(`${at}.slabs[${j}]`)}
               </div>
             ))}
+            {errorAt(`${at}.slabs`)}
             <button
               type="button"
               className="button secondary small"
@@ -383,6 +403,7 @@ function ComponentForm({
                 {errorAt(`${at}.bands[${j}]`)}
               </div>
             ))}
+            {errorAt(`${at}.bands`)}
             <button
               type="button"
               className="button secondary small"

@@ -1,0 +1,34 @@
+// Roles: a customer sees only its meters; a wrong key is refused at sign-in.
+
+import { expect, test } from "@playwright/test";
+import { screenshot, signIn, stack } from "./helpers";
+
+test("a customer sees only its own meters", async ({ page }) => {
+  const { customerDevices, devices } = stack();
+  await signIn(page, "customer");
+  await expect(page.getByTestId("who")).toContainText("customer");
+  const options = page.getByTestId("meter-picker").locator("option[value]:not([value=''])");
+  await expect(options).toHaveCount(customerDevices.length);
+  expect((await options.evaluateAll((els) => els.map((e) => (e as HTMLOptionElement).value))).sort()).toEqual(
+    [...customerDevices].sort(),
+  );
+  await page.getByRole("link", { name: "Devices" }).click();
+  await expect(page.locator("[data-testid^=device-row-]")).toHaveCount(customerDevices.length);
+  await expect(page.getByTestId("add-device")).toHaveCount(0);
+  await expect(page.getByRole("link", { name: "Tariffs" })).toHaveCount(0);
+  // Another household's meter is not the customer's: the API refuses it.
+  const other = devices.find((d) => !customerDevices.includes(d))!;
+  await page.goto(`/live/${other}`);
+  await expect(page.getByRole("alert")).toContainText(/FORBIDDEN|NOT_FOUND/);
+  await page.setViewportSize({ width: 390, height: 844 });
+  await page.goto(`/devices`);
+  await screenshot(page, "devices-customer-phone");
+});
+
+test("a wrong key is refused at sign-in", async ({ page }) => {
+  await page.goto("/");
+  await page.getByTestId("api-key").fill("smk_0000000000000000_notakey");
+  await page.getByTestId("signin-submit").click();
+  await expect(page.getByTestId("signin-error")).toContainText("not valid");
+  await expect(page.getByTestId("signin-form")).toBeVisible();
+});

@@ -1,0 +1,39 @@
+// Billing: a meter and a month show the invoice; its PDF downloads, is a PDF and
+// carries the invoice's total; the month's kWh from the daily rollups equals the
+// invoice's.
+
+import { execFileSync } from "node:child_process";
+import { readFileSync } from "node:fs";
+import { expect, test } from "@playwright/test";
+import { graphql, pickMeter, screenshot, signIn, stack } from "./helpers";
+
+test("download an invoice PDF with the right total", async ({ page }) => {
+  const deviceId = `${stack().prefix}MAC000010`;
+  const { invoices } = await graphql<{ invoices: { nodes: { invoiceNumber: string; total: string; energyKwh: string; currency: string; revision: number }[] } }>(
+    `query($id: String!) { invoices(deviceId: $id, month: "2013-01", first: 10) { nodes { invoiceNumber total energyKwh currency revision } } }`,
+    { id: deviceId },
+  );
+  const invoice = invoices.nodes.sort((a, b) => b.revision - a.revision)[0];
+  expect(invoice).toBeTruthy();
+
+  await signIn(page);
+  await page.getByRole("link", { name: "Billing" }).click();
+  await pickMeter(page, deviceId);
+  await page.getByTestId("month-picker").fill("2013-01");
+  await expect(page.getByTestId("invoice-number")).toHaveText(invoice.invoiceNumber);
+  await expect(page.getByTestId("invoice-total")).toHaveText(`${invoice.currency} ${invoice.total}`);
+  await expect(page.getByTestId("lines-energy")).toBeVisible();
+  await expect(page.getByTestId("month-energy")).toContainText("equals the invoice");
+
+  const [download] = await Promise.all([page.waitForEvent("download"), page.getByTestId("invoice-pdf").click()]);
+  const file = await download.path();
+  const bytes = readFileSync(file);
+  expect(bytes.subarray(0, 5).toString("latin1")).toBe("%PDF-");
+  const text = execFileSync("pdftotext", ["-layout", file, "-"]).toString();
+  expect(text).toContain(invoice.invoiceNumber);
+  expect(text).toContain(invoice.total);
+
+  await screenshot(page, "billing-desktop");
+  await page.setViewportSize({ width: 390, height: 844 });
+  await screenshot(page, "billing-phone");
+});
