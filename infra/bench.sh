@@ -19,8 +19,6 @@ set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
 # shellcheck source=lib/apps.sh
 . "$INFRA_DIR/lib/apps.sh"
-# shellcheck source=lib/kafka.sh
-. "$INFRA_DIR/lib/kafka.sh"
 
 MODE=full
 ONLY=all
@@ -37,7 +35,7 @@ done
 
 # --- settings (env) -------------------------------------------------------------------
 if [[ $MODE == smoke ]]; then
-    d_duration=3 d_step=3 d_http=2 d_rates="300" d_meters=20 d_growth="1" d_mem_meters=300
+    d_duration=2 d_step=2 d_http=1 d_rates="300" d_meters=20 d_growth="1" d_mem_meters=300
     d_mem_per_meter=2 d_bill_meters="5" d_bill_months=2 d_wrk_conns=4 d_drain=40 d_profile=debug
     d_out=$STATE/bench/BENCHMARKS-smoke.md
 else
@@ -60,9 +58,9 @@ DRAIN=${SMARTMETER_BENCH_DRAIN_SECONDS:-$d_drain}         # wait for the pipelin
 PROFILE=${SMARTMETER_BENCH_PROFILE:-$d_profile}           # release | debug
 BUILD=${SMARTMETER_BENCH_BUILD:-1}                        # 0: use the binaries already built
 OUT=${SMARTMETER_BENCH_OUT:-$d_out}
-BENCH_MQTT_PORT=${SMARTMETER_BENCH_MQTT_PORT:-18830}
 LAG_SECONDS=${SMARTMETER_BENCH_LAG_SECONDS:-2}            # backlog allowed at the end, in seconds of load
-GRAPHQL_TOKEN=${SMARTMETER_BENCH_GRAPHQL_TOKEN:-}
+# The bearer token of every GraphQL request; query-api accepts it as its dev admin key.
+GRAPHQL_TOKEN=${SMARTMETER_BENCH_GRAPHQL_TOKEN:-bench-$(head -c 18 /dev/urandom | base64 | tr -d '/+=')}
 DATA_DIR=${SMARTMETER_DATA_DIR:-$REPO_DIR/../shared/data}
 export SMARTMETER_DATA_DIR=$DATA_DIR
 
@@ -74,7 +72,6 @@ RESULTS=$RUN_DIR/results.jsonl
 mkdir -p "$RUN_DIR/logs"
 : >"$RESULTS"
 BIN=${SMARTMETER_BENCH_BIN_DIR:-$REPO_DIR/target/$PROFILE}
-BENCH_STATE=$STATE/bench
 CLK_TCK=$(getconf CLK_TCK)
 PG_ADMIN_URL=$SMARTMETER_DATABASE_URL
 pg_url() { echo "${PG_ADMIN_URL%/*}/$1"; }
@@ -85,7 +82,6 @@ result() { jq -c -n "$@" >>"$RESULTS" || die "internal: a result could not be wr
 # --- cleanup: only what this run started ---------------------------------------------
 PIDS=()
 DATABASES=()
-BRIDGE_CLIENTS=()
 cleanup() {
     local rc=$? entry pid start db id
     set +e
@@ -98,12 +94,12 @@ cleanup() {
         for _ in 1 2 3 4 5 6 7 8 9 10; do ours "$pid" "$start" || break; sleep 0.3; done
         ours "$pid" "$start" && { kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null; }
     done
-    for id in "${BRIDGE_CLIENTS[@]}"; do discard_session "$id"; done
     for db in "${DATABASES[@]}"; do
         psql "$PG_ADMIN_URL" -qAtc "DROP DATABASE IF EXISTS \"$db\" WITH (FORCE)" >/dev/null 2>&1
     done
-    kafka_topics --delete --if-exists --topic "smartmeter\\.bench\\.$RUN_ID\\..*" >>"$RUN_DIR/logs/kafka-topics.log" 2>&1
-    bench_broker down >/dev/null 2>&1
+    "$BIN/examples/bench_topics" delete "smartmeter.bench.$RUN_ID." >>"$RUN_DIR/logs/kafka-topics.log" 2>&1
+    [[ -n ${BENCH_MQTT_PORT:-} ]] && bench_broker down >/dev/null 2>&1
+    rm -rf "$BROKER_STATE/mosquitto/data"
     ((rc == 0)) || log "FAILED (exit $rc); logs in $RUN_DIR/logs"
     exit "$rc"
 }
@@ -134,7 +130,7 @@ stop_pid_quiet() { # SIGTERM, wait up to 30 s, SIGKILL
 
 free_port() {
     local port
-    for port in $(seq "${1:-19100}" 19999); do
+    for port in $(seq $((19100 + $$ % 800)) 19999) $(seq 19100 19999); do
         if ! port_open "$port" && [[ ! -e $RUN_DIR/port.$port ]]; then
             : >"$RUN_DIR/port.$port"
             echo "$port"
@@ -145,13 +141,15 @@ free_port() {
 }
 
 # --- the benchmark's own broker --------------------------------------------------------
-bench_broker() { # up | down: infra's Mosquitto, config and ACL, on its own port and state
-    SMARTMETER_STATE_DIR=$BENCH_STATE SMARTMETER_MQTT_PORT=$BENCH_MQTT_PORT "$INFRA_DIR/$1.sh" mosquitto
+# infra's Mosquitto with infra's config and ACL, started by infra/up.sh with a state
+# directory and a port of this run (runs side by side never share one).
+BROKER_STATE=$RUN_DIR/broker
+bench_broker() { # up | down
+    SMARTMETER_STATE_DIR=$BROKER_STATE SMARTMETER_MQTT_PORT=$BENCH_MQTT_PORT "$INFRA_DIR/$1.sh" mosquitto
 }
-bench_broker_pid() { cat "$BENCH_STATE/run/mosquitto.pid" 2>/dev/null; }
-mqtt_bridge_auth=(-h 127.0.0.1 -p "$BENCH_MQTT_PORT" -u "$SMARTMETER_MQTT_BRIDGE_USER" -P "$SMARTMETER_MQTT_BRIDGE_PASSWORD")
+bench_broker_pid() { cat "$BROKER_STATE/run/mosquitto.pid" 2>/dev/null; }
 discard_session() { # a clean-session connect removes a persistent session and its queue
-    mosquitto_sub "${mqtt_bridge_auth[@]}" -i "$1" -t smartmeter/bench-none/telemetry -C 1 -W 1 >/dev/null 2>&1 || true
+    mosquitto_sub "${mqtt_bridge_auth[@]}" -i "$1" -t smartmeter/bench-none/telemetry -E >/dev/null 2>&1 || true
 }
 
 # --- CPU accounting ----------------------------------------------------------------------
@@ -204,16 +202,14 @@ pipeline_up() {
     local dlq=smartmeter.bench.$RUN_ID.$name.dlq logs=$RUN_DIR/logs
     psql "$PG_ADMIN_URL" -qAtc "CREATE DATABASE \"$P_DB\"" >/dev/null
     DATABASES+=("$P_DB")
-    kafka_topics --create --topic "$P_TOPIC" --partitions 6 --replication-factor 1 >>"$logs/kafka-topics.log" 2>&1 &
-    local t1=$!
-    kafka_topics --create --topic "$dlq" --partitions 1 --replication-factor 1 >>"$logs/kafka-topics.log" 2>&1 &
-    local t2=$!
-    wait "$t1" && wait "$t2" || die "could not create Kafka topics (log: $logs/kafka-topics.log)"
+    "$BIN/examples/bench_topics" create "$P_TOPIC:6" "$dlq:1" >>"$logs/kafka-topics.log" 2>&1 ||
+        die "could not create Kafka topics (log: $logs/kafka-topics.log)"
 
     local port
     port=$(free_port)
     start_bg "$logs/$name-processor.log" "$BIN/processor" --database-url "$P_URL" \
         --group-id "bench-$RUN_ID-$name" --topic "$P_TOPIC" --default-time-zone Europe/London \
+        --device-events-topic= --billing-periods-topic "smartmeter.bench.$RUN_ID.$name.periods" \
         --metrics-addr "127.0.0.1:$port"
     P_PROCESSOR=$BG_PID
     echo "$P_PROCESSOR" >"$RUN_DIR/$name-processor.pid"
@@ -221,7 +217,6 @@ pipeline_up() {
 
     port=$(free_port)
     local client=bench-$RUN_ID-$name-bridge
-    BRIDGE_CLIENTS+=("$client")
     start_bg "$logs/$name-bridge.log" env SMARTMETER_MQTT_PORT="$BENCH_MQTT_PORT" "$BIN/bridge" \
         --mqtt-client-id "$client" --telemetry-topic "$P_TOPIC" --dlq-topic "$dlq" \
         --mqtt-status-topic-filter= --clock-floor 2000-01-01T00:00:00Z --metrics-addr "127.0.0.1:$port"
@@ -233,8 +228,11 @@ pipeline_up() {
     P_API=""
     if [[ $with_api == query-api ]]; then
         P_API_PORT=$(free_port)
-        start_bg "$logs/$name-query-api.log" "$BIN/query-api" --database-url "$P_URL" \
-            --listen "127.0.0.1:$P_API_PORT"
+        # Live subscriptions read this pipeline's telemetry; requests carry the run's
+        # development admin key (query-api's --dev-admin-key, see query-api/README.md).
+        start_bg "$logs/$name-query-api.log" env SMARTMETER_QUERY_API_DEV_ADMIN_KEY="$GRAPHQL_TOKEN" \
+            SMARTMETER_QUERY_API_TELEMETRY_TOPIC="$P_TOPIC" SMARTMETER_QUERY_API_DLQ_TOPIC="$dlq" \
+            "$BIN/query-api" --database-url "$P_URL" --listen "127.0.0.1:$P_API_PORT"
         P_API=$BG_PID
         echo "$P_API" >"$RUN_DIR/$name-query-api.pid"
         wait_until 120 "query-api ($name)" "$logs/$name-query-api.log" alive_and "$RUN_DIR/$name-query-api.pid" http_ok "$P_API_PORT" /health
@@ -242,10 +240,15 @@ pipeline_up() {
     fi
 }
 
-pipeline_down() {
-    [[ -n ${P_API:-} ]] && stop_pid_quiet "$P_API"
-    stop_pid_quiet "$P_BRIDGE"
-    stop_pid_quiet "$P_PROCESSOR"
+pipeline_down() { # all three at once: each finishes what it has in hand
+    local pid pids=("$P_BRIDGE" "$P_PROCESSOR") stoppers=()
+    [[ -n ${P_API:-} ]] && pids+=("$P_API")
+    for pid in "${pids[@]}"; do
+        stop_pid_quiet "$pid" &
+        stoppers+=($!)
+    done
+    wait "${stoppers[@]}"
+    # The bridge's persistent session would queue the next steps' load: drop it.
     discard_session "bench-$RUN_ID-$1-bridge"
 }
 
@@ -283,7 +286,6 @@ wait_count() {
     awk -v a="$t0" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.2f", b - a }'
 }
 
-LOAD_ENV=(env SMARTMETER_MQTT_PORT="$BENCH_MQTT_PORT" SMARTMETER_MQTT_HOST=127.0.0.1)
 bench_load() { # bench_load <label> <meters> <rate> <seconds> [args...] -> JSON on stdout
     local label=$1 meters=$2 rate=$3 seconds=$4
     shift 4
@@ -577,10 +579,10 @@ load_freshness() {
     local before=$RUN_DIR/$name.cpu0 after=$RUN_DIR/$name.cpu1 loadfile=$RUN_DIR/$name.load.json
     cpu_snapshot "$before"
     local t0=$EPOCHREALTIME
-    (bench_load "$name" "$METERS" "$rate" "$((DURATION + 5))" >"$loadfile") &
+    (bench_load "$name" "$METERS" "$rate" "$((DURATION + 2))" >"$loadfile") &
     local load_pid=$!
     track "$load_pid"
-    sleep 1
+    sleep 0.5
     local probe
     probe=$("${LOAD_ENV[@]}" SMARTMETER_BENCH_GRAPHQL_TOKEN="$GRAPHQL_TOKEN" "$BIN/examples/bench_freshness" \
         --graphql-url "http://127.0.0.1:$P_API_PORT/graphql" --device-id "probe-$RUN_ID" \
@@ -815,7 +817,7 @@ cargo_profile=(--release)
 log "build: cargo build ${cargo_profile[*]} (bridge, processor, query-api, meter-sim, load clients, billing bench)"
 build_args=()
 if selected ingest || selected freshness || selected graphql || selected memory || selected growth; then
-    build_args+=(-p smartmeter-bridge --bin bridge -p smartmeter-processor --bin processor
+    build_args+=(-p smartmeter-bridge --bin bridge -p smartmeter-processor --bin processor --example bench_topics
         -p meter-simulator --example bench_load)
 fi
 if selected freshness || selected graphql || selected memory; then
@@ -824,6 +826,10 @@ fi
 selected freshness && build_args+=(--example bench_freshness)
 selected graphql && build_args+=(-p meter-simulator --bin meter-sim)
 selected billing && [[ -f $BILLING_BENCH_SRC ]] && build_args+=(-p smartmeter-billing-worker --example replay_bench)
+# After `cargo test --workspace` (CI), building every bin and example of the workspace
+# in the dev profile reuses its artifacts; a narrower selection could unify features
+# differently and rebuild.
+[[ $PROFILE == debug ]] && build_args=(--workspace --bins --examples)
 if [[ $BUILD == 1 ]]; then
     (cd "$REPO_DIR" && cargo build "${cargo_profile[@]}" --locked --quiet "${build_args[@]}") >"$RUN_DIR/logs/build.log" 2>&1 ||
         { tail -n 30 "$RUN_DIR/logs/build.log" >&2; die "build failed (log: $RUN_DIR/logs/build.log)"; }
@@ -831,9 +837,9 @@ else
     log "build: skipped (SMARTMETER_BENCH_BUILD=0); binaries from $BIN"
 fi
 
-# A fresh broker of our own for every run (its persistence holds nothing of earlier runs).
-bench_broker down >/dev/null 2>&1 || true
-rm -rf "$BENCH_STATE/mosquitto/data"
+BENCH_MQTT_PORT=${SMARTMETER_BENCH_MQTT_PORT:-$(free_port)}
+mqtt_bridge_auth=(-h 127.0.0.1 -p "$BENCH_MQTT_PORT" -u "$SMARTMETER_MQTT_BRIDGE_USER" -P "$SMARTMETER_MQTT_BRIDGE_PASSWORD")
+LOAD_ENV=(env SMARTMETER_MQTT_PORT="$BENCH_MQTT_PORT" SMARTMETER_MQTT_HOST=127.0.0.1)
 bench_broker up >"$RUN_DIR/logs/bench-broker.log" 2>&1 || { cat "$RUN_DIR/logs/bench-broker.log" >&2; die "bench broker did not start"; }
 
 selected ingest && load_ingest

@@ -21,3 +21,4 @@ echo "test: dashboard (npm ci, build, browser tests in Debian Chromium; query-ap
 (cd query-api/dashboard && npm ci --no-audit --no-fund --loglevel=error && npm test)
 echo "test: cargo test"
 cargo test --workspace --locked
+infra/bench.sh --smoke
