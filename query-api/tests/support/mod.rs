@@ -364,6 +364,32 @@ impl WsClient {
         tokio::time::timeout(timeout, self.next()).await.ok()
     }
 
+    /// The next message about subscription `id` within `timeout` (others are skipped:
+    /// late results of a subscription already stopped).
+    pub async fn next_for(&mut self, id: &str, timeout: Duration) -> Option<Value> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let message = self.next_within(left).await?;
+            if message["id"] == id || message["type"] == "close" {
+                return Some(message);
+            }
+        }
+    }
+
+    /// Stops subscription `id` and waits for the server's `complete`.
+    pub async fn stop(&mut self, id: &str) {
+        let kind = if self.transport_ws { "complete" } else { "stop" };
+        self.send(json!({ "id": id, "type": kind })).await;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while tokio::time::Instant::now() < deadline {
+            match self.next_within(Duration::from_millis(200)).await {
+                Some(message) if message["id"] == id && message["type"] == "complete" => return,
+                _ => {}
+            }
+        }
+    }
+
     /// The `data` of the next result of subscription `id`.
     pub async fn next_data(&mut self, id: &str) -> Value {
         let message = self.next().await;
