@@ -592,9 +592,13 @@ pub struct ClaimedJob {
     pub requested_by: Option<String>,
 }
 
-/// Claims the oldest `requested` replay job: skips rows another worker holds, sets it
-/// `running` and its counters to zero (a job that went back to `requested` after a
-/// shutdown starts afresh).
+/// A `running` job whose progress has not moved for this long belongs to a process that
+/// died (a running replay updates its row with every chunk, within seconds).
+pub const ABANDONED_AFTER_SECONDS: i64 = 600;
+
+/// Claims the oldest `requested` replay job, or one `running` but abandoned (see
+/// [`ABANDONED_AFTER_SECONDS`]): skips rows another worker holds, sets it `running` and
+/// its counters to zero (a job run again starts afresh; a replay is idempotent).
 pub async fn claim_replay_job(
     client: &mut deadpool_postgres::Object,
 ) -> Result<Option<ClaimedJob>, tokio_postgres::Error> {
@@ -602,8 +606,10 @@ pub async fn claim_replay_job(
     let Some(row) = tx
         .query_opt(
             "SELECT job_id, from_month, to_month, device_id, requested_by FROM replay_jobs
-             WHERE status = 'requested' ORDER BY job_id LIMIT 1 FOR UPDATE SKIP LOCKED",
-            &[],
+             WHERE status = 'requested'
+                OR (status = 'running' AND updated_at < now() - make_interval(secs => $1::bigint))
+             ORDER BY job_id LIMIT 1 FOR UPDATE SKIP LOCKED",
+            &[&ABANDONED_AFTER_SECONDS],
         )
         .await?
     else {

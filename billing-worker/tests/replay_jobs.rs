@@ -1,7 +1,8 @@
 //! Replays requested through `replay_jobs` (as query-api's startBillingReplay inserts
 //! them), claimed by two workers' request loops at once on the real PostgreSQL and
 //! Kafka: each job is run by one of them, once; a job asking for an impossible range
-//! fails with the reason; a job only for one device re-prices only that device.
+//! fails with the reason; a job only for one device re-prices only that device; a job
+//! left `running` by a process that died is run again, one still moving is not.
 
 mod common;
 
@@ -57,7 +58,9 @@ async fn requested_replays_are_claimed_once_and_report_their_progress() {
             "INSERT INTO replay_jobs (from_month, to_month, device_id, status, requested_by) VALUES
                  ('2013-01-01', '2013-01-01', NULL, 'requested', 'ops@example.org'),
                  ('2013-02-01', '2013-01-01', NULL, 'requested', 'typo@example.org'),
-                 ('2013-01-01', NULL, $1, 'requested', 'support@example.org')
+                 ('2013-01-01', NULL, $1, 'requested', 'support@example.org'),
+                 ('2013-01-01', '2013-01-01', NULL, 'running', NULL),
+                 ('2013-01-01', '2013-01-01', NULL, 'running', NULL)
              RETURNING job_id",
             &[&one_device],
         )
@@ -66,6 +69,16 @@ async fn requested_replays_are_claimed_once_and_report_their_progress() {
         .iter()
         .map(|row| row.get(0))
         .collect();
+
+    // Two replays that were running: one abandoned by a process that died an hour ago
+    // (run again), one still making progress elsewhere (left alone).
+    client
+        .execute(
+            "UPDATE replay_jobs SET updated_at = now() - interval '1 hour' WHERE job_id = $1",
+            &[&jobs[3]],
+        )
+        .await
+        .unwrap();
 
     // Two workers' request loops compete for the jobs.
     let shutdown = CancellationToken::new();
@@ -84,7 +97,7 @@ async fn requested_replays_are_claimed_once_and_report_their_progress() {
             tokio::spawn(serve_requests(pool.clone(), settings.clone(), metrics, shutdown.clone()))
         })
         .collect();
-    wait_for(&db.url, "SELECT count(*) FROM replay_jobs WHERE status IN ('succeeded', 'failed')", 3, 60)
+    wait_for(&db.url, "SELECT count(*) FROM replay_jobs WHERE status IN ('succeeded', 'failed')", 4, 60)
         .await;
     shutdown.cancel();
     for task in loops {
@@ -120,7 +133,16 @@ async fn requested_replays_are_claimed_once_and_report_their_progress() {
     let (status, _, device) = job(jobs[2]).await;
     assert_eq!(status, "succeeded");
     assert_eq!(device[..3], [3, 3, 1], "only the device's period matched");
-    assert_eq!(all[3] + device[3], 3, "each invoice issued once: {all:?} {device:?}");
+    let (status, _, abandoned) = job(jobs[3]).await;
+    assert_eq!(status, "succeeded");
+    assert_eq!(abandoned[..3], [3, 3, 3]);
+    let (status, ..) = job(jobs[4]).await;
+    assert_eq!(status, "running", "a job still moving is not taken over");
+    assert_eq!(
+        all[3] + device[3] + abandoned[3],
+        3,
+        "each invoice issued once: {all:?} {device:?} {abandoned:?}"
+    );
     assert_eq!(count(&db.url, "SELECT count(*) FROM invoices").await, 3);
     assert_eq!(
         count(&db.url, "SELECT count(*) FROM invoices WHERE month = '2013-01-01' AND revision = 0").await,
