@@ -21,7 +21,7 @@ use smartmeter_core::{DeviceId, Reading};
 
 use crate::metrics::{BatchTotals, Metrics};
 use crate::rollup::{self, Arrived, Window};
-use crate::{periods, registry, status, store, Config};
+use crate::{periods, registry, segment, status, store, Config};
 
 pub struct Ingest {
     pub config: Config,
@@ -69,6 +69,12 @@ impl Ingest {
         for (device_id, tail) in new_tails {
             self.tails.insert(device_id, tail);
         }
+        tracing::debug!(
+            records = batch.records.len(),
+            segments = totals.segments,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "Batch committed."
+        );
         self.metrics.observe_batch(batch.records.len(), &totals, started.elapsed());
         Ok(())
     }
@@ -177,92 +183,131 @@ impl Ingest {
         let device_ids: Vec<&str> = by_device.iter().map(|(id, _)| id.as_str()).collect();
         let devices = store::load_devices(tx, &device_ids, &self.config.default_time_zone).await?;
 
+        let mut periods_by_device = store::load_periods(tx, &device_ids).await?;
+
         let mut new_tails = Vec::with_capacity(by_device.len());
         for (device_id, arrived) in by_device {
-            let row = &devices[&device_id];
+            let mut row = devices[&device_id].clone();
             let tz = self.zone(&row.time_zone);
-            let split = rollup::split(
-                arrived,
-                row.newest_reading_at,
-                self.config.allowed_lateness,
-                row.decommissioned_at,
-            );
-            let window = match split.accepted.iter().map(|(a, _)| a.counter.at).min() {
-                None => Window::default(),
-                Some(earliest) => match self.tails.get(&device_id) {
-                    Some(tail) if tail.readings.last().is_some_and(|last| last.at < earliest) => tail.clone(),
-                    _ => store::load_window(tx, &device_id, earliest).await?,
-                },
-            };
-            let had_accepted = !split.accepted.is_empty();
-            let plan = rollup::plan(window, split, &tz, &self.config.rules);
-            store::apply(tx, &device_id, &plan).await?;
-
-            let stored_at: Vec<jiff::Timestamp> =
-                plan.inserts.iter().chain(&plan.replacements).map(|(a, _)| a.counter.at).collect();
-            // A month opens with a reading inside it or energy on one of its days; a
-            // meter's first reading at 00:00 on the 1st opens no empty month before it.
-            // After a decommissioning no month opens.
-            let opened: BTreeSet<jiff::civil::Date> = stored_at
-                .iter()
-                .map(|at| at.to_zoned(tz.clone()).date())
-                .chain(plan.daily.keys().copied())
-                .filter(|date| {
-                    row.decommissioned_at
-                        .is_none_or(|until| periods::LocalMonth::containing(*date, &tz).starts_at < until)
-                })
-                .collect();
-            periods::open(tx, &device_id, &row.time_zone, &tz, &opened).await?;
-            // A reading exactly at local midnight is also the closing read of the day
-            // (and maybe the month) before it, which it can change.
-            let mut touched = opened;
-            touched.extend(
-                stored_at
-                    .iter()
-                    .map(|at| (*at - jiff::SignedDuration::from_nanos(1)).to_zoned(tz.clone()).date()),
-            );
-            let topic = &self.config.billing_periods_topic;
-            let (closed, adjusted) = periods::close_and_adjust(
-                tx,
-                topic,
-                &device_id,
-                plan.newest_reading_at,
-                self.config.period_grace,
-                &touched,
-            )
-            .await?;
-            totals.periods_closed += closed;
-            totals.periods_adjusted += adjusted;
-            if row.decommissioned_at.is_some() {
-                // A late reading from before the decommissioning may have opened a month.
-                totals.periods_closed += periods::close_open(tx, topic, &device_id).await?;
-            }
-
             let device =
                 DeviceId::parse(&device_id).expect("device ids on the telemetry topic are validated");
-            let mut state = row.status;
-            let mut last_seen = row.last_seen_at;
-            let received = store::arrivals(&plan).into_iter().map(|a| a.reading.received_at);
-            let changes = status::from_telemetry(
-                &device,
-                &mut state,
-                &mut last_seen,
-                received,
-                self.config.inactivity_timeout,
+            let segments = segment::cut(
+                arrived,
+                &segment::Device {
+                    tz: &tz,
+                    newest_reading_at: row.newest_reading_at,
+                    decommissioned_at: row.decommissioned_at,
+                    allowed_lateness: self.config.allowed_lateness,
+                    grace: self.config.period_grace,
+                },
+                periods_by_device.remove(&device_id).unwrap_or_default(),
             );
-            for change in &changes {
-                status::store(tx, change).await?;
-                if let Some(topic) = &self.config.device_events_topic {
-                    status::publish(tx, topic, change).await?;
-                }
+            totals.segments += segments.len() as u64;
+            let mut tail = self.tails.get(&device_id).cloned();
+            let mut accounted = false;
+            for arrived in segments {
+                accounted |= self.segment(tx, &device, &mut row, &tz, &mut tail, arrived, totals).await?;
             }
-            totals.status_changes += changes.len() as u64;
-            totals.add(&plan);
-            if had_accepted {
-                new_tails.push((device_id, plan.tail));
+            if let (true, Some(tail)) = (accounted, tail) {
+                new_tails.push((device_id, tail));
             }
         }
         Ok(new_tails)
+    }
+
+    /// Applies one segment of a device's batch (see [`segment`]): readings, rollups,
+    /// periods, status. `row` and `tail` are moved on to after it; returns whether the
+    /// segment had readings to account (else the tail is unchanged).
+    #[allow(clippy::too_many_arguments)]
+    async fn segment(
+        &self,
+        tx: &Transaction<'_>,
+        device: &DeviceId,
+        row: &mut store::DeviceRow,
+        tz: &TimeZone,
+        tail: &mut Option<Window>,
+        arrived: Vec<Arrived>,
+        totals: &mut BatchTotals,
+    ) -> Result<bool, tokio_postgres::Error> {
+        let device_id = device.as_str();
+        let split = rollup::split(
+            arrived,
+            row.newest_reading_at,
+            self.config.allowed_lateness,
+            row.decommissioned_at,
+        );
+        let window = match split.accepted.iter().map(|(a, _)| a.counter.at).min() {
+            None => Window::default(),
+            Some(earliest) => match tail.take() {
+                Some(tail) if tail.readings.last().is_some_and(|last| last.at < earliest) => tail,
+                _ => store::load_window(tx, device_id, earliest).await?,
+            },
+        };
+        let had_accepted = !split.accepted.is_empty();
+        let plan = rollup::plan(window, split, tz, &self.config.rules);
+        store::apply(tx, device_id, &plan).await?;
+        row.newest_reading_at = plan.newest_reading_at;
+
+        let stored_at: Vec<jiff::Timestamp> =
+            plan.inserts.iter().chain(&plan.replacements).map(|(a, _)| a.counter.at).collect();
+        // A month opens with a reading inside it or energy on one of its days; a
+        // meter's first reading at 00:00 on the 1st opens no empty month before it.
+        // After a decommissioning no month opens.
+        let opened: BTreeSet<jiff::civil::Date> = stored_at
+            .iter()
+            .map(|at| at.to_zoned(tz.clone()).date())
+            .chain(plan.daily.keys().copied())
+            .filter(|date| {
+                row.decommissioned_at
+                    .is_none_or(|until| periods::LocalMonth::containing(*date, tz).starts_at < until)
+            })
+            .collect();
+        periods::open(tx, device_id, &row.time_zone, tz, &opened).await?;
+        // A reading exactly at local midnight is also the closing read of the day
+        // (and maybe the month) before it, which it can change.
+        let mut touched = opened;
+        touched.extend(
+            stored_at
+                .iter()
+                .map(|at| (*at - jiff::SignedDuration::from_nanos(1)).to_zoned(tz.clone()).date()),
+        );
+        let topic = &self.config.billing_periods_topic;
+        let (closed, adjusted) = periods::close_and_adjust(
+            tx,
+            topic,
+            device_id,
+            plan.newest_reading_at,
+            self.config.period_grace,
+            &touched,
+        )
+        .await?;
+        totals.periods_closed += closed;
+        totals.periods_adjusted += adjusted;
+        if row.decommissioned_at.is_some() {
+            // A late reading from before the decommissioning may have opened a month.
+            totals.periods_closed += periods::close_open(tx, topic, device_id).await?;
+        }
+
+        let received = store::arrivals(&plan).into_iter().map(|a| a.reading.received_at);
+        let changes = status::from_telemetry(
+            device,
+            &mut row.status,
+            &mut row.last_seen_at,
+            received,
+            self.config.inactivity_timeout,
+        );
+        for change in &changes {
+            status::store(tx, change).await?;
+            if let Some(topic) = &self.config.device_events_topic {
+                status::publish(tx, topic, change).await?;
+            }
+        }
+        totals.status_changes += changes.len() as u64;
+        totals.add(&plan);
+        if had_accepted {
+            *tail = Some(plan.tail.clone());
+        }
+        Ok(had_accepted)
     }
 }
 

@@ -5,6 +5,8 @@
 //! - [`consume`]: one batch, one transaction (device events, then telemetry, then the
 //!   offsets of both topics).
 //! - [`rollup`]: what a batch changes for a device (counter arithmetic from core).
+//! - [`segment`]: where a device's batch is cut so that billing periods come out as
+//!   if its records were read one at a time (batching must not change what is billed).
 //! - [`store`]: the SQL of readings, rollups and device rows.
 //! - [`periods`]: billing periods: open, close (PeriodClosed), adjust (PeriodAdjusted),
 //!   re-derive after a time-zone change or a decommissioning.
@@ -28,6 +30,7 @@ pub mod metrics;
 pub mod periods;
 pub mod registry;
 pub mod rollup;
+pub mod segment;
 pub mod status;
 pub mod store;
 

@@ -38,6 +38,8 @@ pub struct BatchTotals {
     pub periods_adjusted: u64,
     pub device_events: u64,
     pub device_events_rejected: u64,
+    /// Device segments the batch was applied in (see `segment`).
+    pub segments: u64,
     pub status_changes: u64,
     pub rebuilt: u64,
 }

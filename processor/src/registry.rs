@@ -48,6 +48,8 @@ struct Row {
     time_zone: String,
     lifecycle: String,
     decommissioned_at: Option<Timestamp>,
+    /// Readings ever stored for the device (none: a zone change has nothing to move).
+    readings_total: i64,
 }
 
 /// Locks the device's row, creating it as `discovered` in the default zone if needed.
@@ -59,11 +61,17 @@ async fn lock(tx: &Transaction<'_>, device_id: &str, cx: &Context<'_>) -> Result
     .await?;
     let row = tx
         .query_one(
-            "SELECT time_zone, lifecycle, decommissioned_at FROM devices WHERE device_id = $1 FOR UPDATE",
+            "SELECT time_zone, lifecycle, decommissioned_at, readings_total FROM devices
+             WHERE device_id = $1 FOR UPDATE",
             &[&device_id],
         )
         .await?;
-    Ok(Row { time_zone: row.get(0), lifecycle: row.get(1), decommissioned_at: row.get(2) })
+    Ok(Row {
+        time_zone: row.get(0),
+        lifecycle: row.get(1),
+        decommissioned_at: row.get(2),
+        readings_total: row.get(3),
+    })
 }
 
 pub async fn register(
@@ -99,7 +107,7 @@ pub async fn register(
     )
     .await?;
     if event.time_zone != row.time_zone {
-        return rezone(tx, device_id, &event.time_zone, row.decommissioned_at, cx).await;
+        return rezone(tx, device_id, &event.time_zone, &row, cx).await;
     }
     Ok(Applied::default())
 }
@@ -128,7 +136,7 @@ pub async fn update(
     )
     .await?;
     match &event.time_zone {
-        Some(zone) if *zone != row.time_zone => rezone(tx, device_id, zone, row.decommissioned_at, cx).await,
+        Some(zone) if *zone != row.time_zone => rezone(tx, device_id, zone, &row, cx).await,
         _ => Ok(Applied::default()),
     }
 }
@@ -168,16 +176,20 @@ pub async fn decommission(
     Ok(applied)
 }
 
-/// Moves the device to `zone`: energy re-bucketed, periods re-derived.
+/// Moves the device to `zone`: energy re-bucketed, periods re-derived (nothing to do
+/// for a device without readings).
 async fn rezone(
     tx: &Transaction<'_>,
     device_id: &str,
     zone: &str,
-    decommissioned_at: Option<Timestamp>,
+    row: &Row,
     cx: &Context<'_>,
 ) -> Result<Applied, tokio_postgres::Error> {
     tx.execute("UPDATE devices SET time_zone = $2 WHERE device_id = $1", &[&device_id, &zone]).await?;
-    let mut applied = rebuild(tx, device_id, zone, decommissioned_at, cx).await?;
+    if row.readings_total == 0 {
+        return Ok(Applied::default());
+    }
+    let mut applied = rebuild(tx, device_id, zone, row.decommissioned_at, cx).await?;
     applied.rebuilt = true;
     tracing::info!(device_id, zone, "Device moved to a new time zone; energy re-bucketed.");
     Ok(applied)

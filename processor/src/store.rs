@@ -521,3 +521,23 @@ pub async fn ensure_device(
     .await?;
     Ok(())
 }
+
+/// The billing periods of `device_ids` (locked for this transaction), as
+/// [`crate::segment`] needs them.
+pub async fn load_periods(
+    tx: &Transaction<'_>,
+    device_ids: &[&str],
+) -> Result<HashMap<String, crate::segment::Periods>, tokio_postgres::Error> {
+    let rows = tx
+        .query(
+            "SELECT device_id, month, status = 'closed', ends_at FROM billing_periods
+             WHERE device_id = ANY($1) ORDER BY device_id, month FOR UPDATE",
+            &[&device_ids],
+        )
+        .await?;
+    let mut out: HashMap<String, crate::segment::Periods> = HashMap::new();
+    for row in rows {
+        out.entry(row.get(0)).or_default().months.insert(row.get(1), (row.get(2), row.get(3)));
+    }
+    Ok(out)
+}

@@ -3,6 +3,9 @@
 
 #![allow(dead_code)]
 
+pub mod chaos;
+pub mod london;
+
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -59,15 +62,21 @@ pub fn payload(device: &str, at: Timestamp, counter_wh: i64) -> String {
     .to_string()
 }
 
+/// Produces `messages` in order, keyed, and waits until Kafka confirmed each (in
+/// chunks, so the producer's queue never overflows).
 pub async fn produce(brokers: &str, topic: &str, messages: &[(String, String)]) {
     let producer: FutureProducer =
         smartmeter_core::service::kafka::idempotent_producer(brokers, "restart-test").create().unwrap();
-    let deliveries: Vec<_> = messages
-        .iter()
-        .map(|(key, value)| producer.send_result(FutureRecord::to(topic).key(key).payload(value)).unwrap())
-        .collect();
-    for delivery in deliveries {
-        delivery.await.unwrap().unwrap();
+    for chunk in messages.chunks(20_000) {
+        let deliveries: Vec<_> = chunk
+            .iter()
+            .map(|(key, value)| {
+                producer.send_result(FutureRecord::to(topic).key(key).payload(value)).unwrap()
+            })
+            .collect();
+        for delivery in deliveries {
+            delivery.await.unwrap().unwrap();
+        }
     }
 }
 
