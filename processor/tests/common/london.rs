@@ -60,7 +60,7 @@ pub fn replay(prefix: &str, points_per_slot: u32, received_from: Timestamp, comp
         }
         devices.push(device.to_string());
     }
-    all.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+    all.sort_by_key(|a| (a.0, a.1));
     Replay {
         devices,
         records: all.into_iter().map(|(_, _, key, value)| (key, value)).collect(),
