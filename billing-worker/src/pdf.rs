@@ -360,9 +360,10 @@ fn table_row(canvas: &mut Canvas, row: &Row, y: f32, shaded: bool) -> f32 {
                 canvas.text(&fonts.regular, 8.5, MUTED, COL_UNIT, y, Align::Left, &unit.to_string());
             }
             if let Some(rate) = line.rate {
+                // As the tariff writes it (5.95, 4.00): a price keeps its decimals.
                 let rate = match line.unit {
                     Some(smartmeter_core::billing::Unit::Base(_)) => format!("{}%", rate.normalize()),
-                    _ => rate.normalize().to_string(),
+                    _ => rate.to_string(),
                 };
                 canvas.text(&fonts.mono, 9.0, INK, COL_RATE, y, Align::Right, &rate);
             }

@@ -173,3 +173,37 @@ fn a_long_invoice_continues_on_the_next_page() {
         assert!(text.contains(&line.amount.to_string()), "line {} {} in:\n{text}", line.name, line.amount);
     }
 }
+
+#[test]
+fn an_indian_slab_bill_shows_its_slabs_surcharges_and_tax_on_the_surcharged_amount() {
+    // Case t1500_7kw of shared/data/tariffs/cases.json: 1,500 kWh, 7 kW sanctioned,
+    // September 2015, TPDDL; expected total INR 12,854.21.
+    let documents: Vec<TariffDocument> = serde_json::from_str(
+        &std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../core/tariffs/tpddl_domestic_fy2015_16.json"
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    let rows = half_hours();
+    let mut event = january_period("DL-0001", "MAC000002", &rows);
+    event.time_zone = "Asia/Kolkata".into();
+    event.month = date(2015, 9, 1);
+    event.period =
+        smartmeter_core::billing::BillingPeriod::new(date(2015, 9, 1), date(2015, 9, 30), 1500.into());
+    event.period.sanctioned_load_kw = Some(7.into());
+    event.energy_milli_wh = 1_500_000_000;
+    event.opening_read = None;
+    event.closing_read = None;
+    let invoice = invoice_for(&event, &documents);
+    assert_eq!(invoice.total.to_string(), "12854.21");
+    let (_, text) = render_and_extract(&invoice);
+    assert!(text.contains("INR 12,854.21"), "{text}");
+    assert!(text.contains("energy 1200-above"), "{text}");
+    assert!(text.contains("10,950"), "the surcharges' base in:\n{text}");
+    assert!(text.contains("3.8%"), "{text}");
+    assert!(text.contains(" 4.00 ") && text.contains(" 7.30 "), "rates as the tariff writes them:\n{text}");
+    assert!(text.contains("12,242.1"), "the tax's base includes the surcharges:\n{text}");
+    assert!(text.contains("no reading"), "a period without reads says so:\n{text}");
+}
