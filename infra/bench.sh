@@ -60,6 +60,11 @@ BUILD=${SMARTMETER_BENCH_BUILD:-1}                        # 0: use the binaries 
 OUT=${SMARTMETER_BENCH_OUT:-$d_out}
 LAG_SECONDS=${SMARTMETER_BENCH_LAG_SECONDS:-2}            # backlog allowed at the end, in seconds of load
 # The bearer token of every GraphQL request; query-api accepts it as its dev admin key.
+# perf: a flat, system-wide CPU profile (99 Hz, no call graphs) of the held ingest run and
+# of query-api under wrk, when perf works here. Off in smoke runs.
+d_perf=0
+[[ $MODE == full ]] && perf record -q -o /dev/null -- true >/dev/null 2>&1 && d_perf=1
+PERF=${SMARTMETER_BENCH_PERF:-$d_perf}
 GRAPHQL_TOKEN=${SMARTMETER_BENCH_GRAPHQL_TOKEN:-bench-$(head -c 18 /dev/urandom | base64 | tr -d '/+=')}
 DATA_DIR=${SMARTMETER_DATA_DIR:-$REPO_DIR/../shared/data}
 export SMARTMETER_DATA_DIR=$DATA_DIR
@@ -191,6 +196,28 @@ cpu_json() { # cpu_json <before> <after> <seconds>: {"name": % of one core, "mac
         }' "$1" "$2"
 }
 
+# profile_later <label> <delay s> <seconds>: in the background, after <delay>, records
+# the whole machine for <seconds>; profile_report <label> writes the top of it.
+profile_later() {
+    ((PERF == 1)) || return 0
+    (sleep "$2" && perf record -q -a -F 99 -o "$RUN_DIR/perf-$1.data" -- sleep "$3" >/dev/null 2>&1) &
+    PROFILE_PID=$!
+    track "$PROFILE_PID"
+}
+profile_report() {
+    ((PERF == 1)) || return 0
+    wait "$PROFILE_PID" 2>/dev/null || true
+    [[ -s $RUN_DIR/perf-$1.data ]] || return 0
+    {
+        echo "by process and library:"
+        perf report -i "$RUN_DIR/perf-$1.data" --stdio --sort comm,dso 2>/dev/null | grep -v '^#' | grep -v '^$' | head -n 15
+        echo
+        echo "by function:"
+        perf report -i "$RUN_DIR/perf-$1.data" --stdio --sort comm,sym 2>/dev/null | grep -v '^#' | grep -v '^$' | head -n 30
+    } >"$RUN_DIR/perf-$1.txt"
+    rm -f "$RUN_DIR/perf-$1.data"
+}
+
 # --- the pipeline under test -------------------------------------------------------------
 # pipeline_up <name> [query-api]: database, topics, processor, bridge (and query-api) of
 # its own. Sets P_DB (name), P_URL, P_TOPIC, P_BRIDGE, P_PROCESSOR, P_API, P_API_PORT.
@@ -310,7 +337,9 @@ ingest_step() {
     sampler "$samples" stored_count
     cpu_snapshot "$before"
     local t0=$EPOCHREALTIME load
+    [[ $label == sustained ]] && profile_later ingest 5 "$((seconds > 65 ? 60 : (seconds > 10 ? seconds - 5 : 1)))"
     load=$(bench_load "$name" "$meters" "$rate" "$seconds") || die "load generator failed (log: $RUN_DIR/logs/$name-load.log)"
+    [[ $label == sustained ]] && profile_report ingest
     local published achieved end_ms
     published=$(jq -r .published <<<"$load")
     achieved=$(jq -r .achieved_rate <<<"$load")
@@ -652,8 +681,10 @@ load_graphql() {
     local before=$RUN_DIR/graphql.cpu0 after=$RUN_DIR/graphql.cpu1 t0 t1 w_ours w_theirs cpu_ours cpu_theirs
     CPU_PIDS=([query-api]=$P_API [postgraphile]=$pg_pid)
     cpu_snapshot "$before"; t0=$EPOCHREALTIME
+    profile_later graphql 2 "$((HTTP_SECONDS > 32 ? 30 : (HTTP_SECONDS > 3 ? HTTP_SECONDS - 2 : 1)))"
     w_ours=$(wrk_run query-api "$api_url" "$(graphql_body "$device" "${day}T00:00:00Z" "2013-01-03T00:00:00Z")")
     t1=$EPOCHREALTIME; cpu_snapshot "$after"
+    profile_report graphql
     cpu_ours=$(cpu_json "$before" "$after" "$(awk -v a="$t0" -v b="$t1" 'BEGIN { print b - a }')")
     cpu_snapshot "$before"; t0=$EPOCHREALTIME
     w_theirs=$(wrk_run postgraphile "$pg_url_http" "$(postgraphile_body "$device" "$day")")
@@ -814,7 +845,6 @@ ensure_packages wrk jq curl coreutils
 
 cargo_profile=(--release)
 [[ $PROFILE == debug ]] && cargo_profile=()
-log "build: cargo build ${cargo_profile[*]} (bridge, processor, query-api, meter-sim, load clients, billing bench)"
 build_args=()
 if selected ingest || selected freshness || selected graphql || selected memory || selected growth; then
     build_args+=(-p smartmeter-bridge --bin bridge -p smartmeter-processor --bin processor --example bench_topics
@@ -831,6 +861,7 @@ selected billing && [[ -f $BILLING_BENCH_SRC ]] && build_args+=(-p smartmeter-bi
 # differently and rebuild.
 [[ $PROFILE == debug ]] && build_args=(--workspace --bins --examples)
 if [[ $BUILD == 1 ]]; then
+    log "build: cargo build ${cargo_profile[*]} ${build_args[*]}"
     (cd "$REPO_DIR" && cargo build "${cargo_profile[@]}" --locked --quiet "${build_args[@]}") >"$RUN_DIR/logs/build.log" 2>&1 ||
         { tail -n 30 "$RUN_DIR/logs/build.log" >&2; die "build failed (log: $RUN_DIR/logs/build.log)"; }
 else

@@ -238,6 +238,16 @@ q '.[] | select(.load == "ingest" or .load == "mosquitto" or .load == "naive") |
 echo
 echo "CPU % is of one core (200 % = both cores of a 2-core machine); postgres is every PostgreSQL process on the machine, kafka and mosquitto the brokers."
 
+for profile in ingest graphql; do
+    [[ -s $run_dir/perf-$profile.txt ]] || continue
+    case $profile in
+        ingest) title="the held ingest run (whole machine)" ;;
+        graphql) title="query-api under wrk (whole machine)" ;;
+    esac
+    printf '\n### perf: %s\n\n`perf record -a -F 99` (no call graphs), share of samples:\n\n```text\n%s\n```\n' \
+        "$title" "$(cat "$run_dir/perf-$profile.txt")"
+done
+
 # --- machine and commands ---------------------------------------------------------------------
 cat <<EOF
 
