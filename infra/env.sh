@@ -21,7 +21,7 @@ fi
 : "${SMARTMETER_TEST_DATABASE_URL:=postgres://smartmeter:smartmeter@127.0.0.1:$SMARTMETER_PG_PORT/smartmeter_test}"
 
 # Kafka (single KRaft node).
-: "${SMARTMETER_KAFKA_BROKERS:=127.0.0.1:9092}"
+: "${SMARTMETER_KAFKA_BROKERS:=127.0.0.1:${SMARTMETER_KAFKA_PORT:-9092}}"
 
 # Mosquitto.
 : "${SMARTMETER_MQTT_HOST:=127.0.0.1}"

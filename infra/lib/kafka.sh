@@ -2,15 +2,19 @@
 # shellcheck shell=bash
 
 KAFKA_DIR=$STATE/kafka
-KAFKA_LIBS=$KAFKA_DIR/libs
+# SMARTMETER_KAFKA_LIBS: jars copied once elsewhere (a second stack on other ports
+# reuses the first one's instead of running Maven again).
+KAFKA_LIBS=${SMARTMETER_KAFKA_LIBS:-$KAFKA_DIR/libs}
 KAFKA_DATA=$KAFKA_DIR/data
 KAFKA_PROPS=$KAFKA_DIR/server.properties
 KAFKA_POM=$INFRA_DIR/kafka/pom.xml
 KAFKA_PID=$RUN/kafka.pid
 KAFKA_OUT=$LOGS/kafka.out
 KAFKA_LOG=$LOGS/kafka.log
-KAFKA_PORT=9092
-KAFKA_CONTROLLER_PORT=9093
+# Ports from the environment, so a second stack (tests that restart Kafka) can run
+# beside the first; the defaults are the shared stack's.
+KAFKA_PORT=${SMARTMETER_KAFKA_PORT:-9092}
+KAFKA_CONTROLLER_PORT=${SMARTMETER_KAFKA_CONTROLLER_PORT:-9093}
 KAFKA_BOOTSTRAP=127.0.0.1:$KAFKA_PORT
 KAFKA_TOPICS=$INFRA_DIR/kafka/topics.txt
 
@@ -106,7 +110,8 @@ kafka_up() {
                 die "port $port is in use by another process ($(port_owner "$port" || true)); free it and retry"
             fi
         done
-        render "$INFRA_DIR/kafka/server.properties.template" "$KAFKA_PROPS" STATE_DIR="$STATE"
+        render "$INFRA_DIR/kafka/server.properties.template" "$KAFKA_PROPS" STATE_DIR="$STATE" \
+            KAFKA_PORT="$KAFKA_PORT" KAFKA_CONTROLLER_PORT="$KAFKA_CONTROLLER_PORT"
         kafka_format
         say "kafka: starting on $KAFKA_BOOTSTRAP (controller 127.0.0.1:$KAFKA_CONTROLLER_PORT)"
         setsid java -Xms256m -Xmx512m -XX:+ExitOnOutOfMemoryError -Djava.awt.headless=true \
