@@ -137,7 +137,12 @@ fn read_page(
     for partition in partitions {
         let (low, high) = consumer.fetch_watermarks(topic, partition, READ_TIMEOUT)?;
         retained += high - low;
-        let upper = before.and_then(|b| b.get(&partition).copied()).unwrap_or(high).clamp(low, high);
+        // With a cursor, a partition it does not name is one read to its start.
+        let upper = match before {
+            Some(before) => before.get(&partition).copied().unwrap_or(low),
+            None => high,
+        }
+        .clamp(low, high);
         let lower = upper.saturating_sub(wanted).max(low);
         ranges.insert(partition, (low, lower, upper));
         if lower < upper {
@@ -197,16 +202,16 @@ fn read_page(
     });
     records.truncate(first);
     // Next page: below the oldest record taken from each partition; a partition none
-    // was taken from keeps its bound.
+    // was taken from keeps its bound. No next page when every partition is read.
     let mut next = BTreeMap::new();
+    let mut more = false;
     for (partition, (low, _, upper)) in &ranges {
         let taken = records.iter().filter(|r| r.partition == *partition).map(|r| r.offset).min();
         let bound = taken.unwrap_or(*upper);
-        if bound > *low {
-            next.insert(*partition, bound);
-        }
+        more |= bound > *low;
+        next.insert(*partition, bound);
     }
-    Ok(DeadLetterPage { records, next: (!next.is_empty()).then_some(next), retained })
+    Ok(DeadLetterPage { records, next: more.then_some(next), retained })
 }
 
 #[cfg(test)]
