@@ -107,9 +107,8 @@ impl FaultConfig {
 /// A non-negative duration such as `90s`, `6h`, `2d 12h` or `P2DT12H`; a day is 24 hours.
 pub fn parse_duration(text: &str) -> Result<SignedDuration, String> {
     let span: jiff::Span = text.parse().map_err(|e| format!("{text:?}: {e}"))?;
-    let d = span
-        .to_duration(jiff::SpanRelativeTo::days_are_24_hours())
-        .map_err(|e| format!("{text:?}: {e}"))?;
+    let d =
+        span.to_duration(jiff::SpanRelativeTo::days_are_24_hours()).map_err(|e| format!("{text:?}: {e}"))?;
     if d.is_negative() {
         return Err(format!("{text:?} is negative"));
     }

@@ -44,6 +44,9 @@ pub struct Run<'a> {
     pub plans: Vec<Plan>,
     pub settings: MeterSettings,
     pub speedup: f64,
+    /// Data time is wall time (the data was moved to now and runs at speed 1): each
+    /// event waits for its own wall-clock instant, not for its offset from the start.
+    pub live: bool,
     pub ack_timeout: Duration,
     pub progress: bool,
     pub connections: Option<Connections>,
@@ -165,8 +168,19 @@ pub async fn simulate<const N: usize>(
             queue.push(Reverse((t, i as u32)));
         }
     }
-    let pacer =
-        Pacer { speedup: run.speedup, sim_start_ms: start_ms, wall_start: tokio::time::Instant::now() };
+    let pacer = if run.live {
+        // Wall-clock instant `start_ms` as a tokio instant (it may lie in the past).
+        let now_ms = Timestamp::now().as_millisecond();
+        let now = tokio::time::Instant::now();
+        let wall_start = if start_ms >= now_ms {
+            now + Duration::from_millis((start_ms - now_ms) as u64)
+        } else {
+            now.checked_sub(Duration::from_millis((now_ms - start_ms) as u64)).unwrap_or(now)
+        };
+        Pacer { speedup: 1.0, sim_start_ms: start_ms, wall_start }
+    } else {
+        Pacer { speedup: run.speedup, sim_start_ms: start_ms, wall_start: tokio::time::Instant::now() }
+    };
     let started = Instant::now();
     let mut now_ms = start_ms;
     let mut interrupted = false;
@@ -192,8 +206,8 @@ pub async fn simulate<const N: usize>(
         // Wait for the wall clock (paced), or for the broker (unpaced: time moves on
         // once everything sent is acknowledged; at the end: until it all is).
         let wait_until = next.and_then(|t| pacer.due(t)).filter(|due| *due > tokio::time::Instant::now());
-        let awaiting_acks =
-            transport.outstanding() > 0 && next.is_none_or(|t| run.speedup == 0.0 && t > now_ms);
+        let in_flight = transport.outstanding() > 0 || transport.connecting() > 0;
+        let awaiting_acks = in_flight && next.is_none_or(|t| run.speedup == 0.0 && t > now_ms);
         if next.is_none() && !awaiting_acks {
             break;
         }

@@ -74,6 +74,8 @@ pub struct Config {
     pub meters: Option<usize>,
     /// Use only the first N supplies of the data (by name).
     pub limit_meters: Option<usize>,
+    /// Use only these supplies of the data, by name (e.g. `MAC000002`); empty: all.
+    pub select: Vec<String>,
     pub device_prefix: String,
     /// Readings from (inclusive), in the data's own time.
     pub from: Option<Timestamp>,
@@ -103,6 +105,7 @@ impl Config {
             speedup: 0.0,
             meters: None,
             limit_meters: None,
+            select: Vec::new(),
             device_prefix: String::new(),
             from: None,
             to: None,
@@ -151,6 +154,14 @@ pub fn plan(config: &Config) -> Result<(Source, Vec<Plan>, i64), Error> {
     };
     let options = LoadOptions { time_zone: config.time_zone.clone(), from: config.from, to: config.to };
     let mut source = Source::load(kind, &config.inputs, &options)?;
+    if !config.select.is_empty() {
+        if let Some(missing) =
+            config.select.iter().find(|name| !source.traces.iter().any(|t| &t.name == *name))
+        {
+            return Err(Error::Invalid(format!("the data has no meter {missing:?}")));
+        }
+        source.traces.retain(|t| config.select.contains(&t.name));
+    }
     if let Some(limit) = config.limit_meters {
         source.traces.truncate(limit);
     }
@@ -253,6 +264,7 @@ pub async fn run(config: &Config, cancel: CancellationToken) -> Result<Report, E
         plans,
         settings,
         speedup: config.speedup,
+        live: config.speedup == 1.0 && config.start_at.is_some(),
         ack_timeout: config.ack_timeout,
         progress: config.progress,
         connections,

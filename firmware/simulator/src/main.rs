@@ -70,6 +70,10 @@ struct Args {
     #[arg(long, env = "SMARTMETER_SIM_LIMIT_METERS")]
     limit_meters: Option<usize>,
 
+    /// Use only these supplies of the data, by name (e.g. MAC000002,MAC000010 or ttyUSB0).
+    #[arg(long, env = "SMARTMETER_SIM_SELECT", value_delimiter = ',')]
+    select: Vec<String>,
+
     /// Put this before every device id (e.g. a test's own prefix).
     #[arg(long, env = "SMARTMETER_SIM_DEVICE_PREFIX", default_value = "")]
     device_prefix: String,
@@ -274,6 +278,7 @@ impl Args {
             speedup: self.speedup,
             meters: self.meters,
             limit_meters: self.limit_meters,
+            select: self.select,
             device_prefix: self.device_prefix,
             from: self.from,
             to: self.to,

@@ -252,14 +252,14 @@ impl Source {
     pub fn describe(&self) -> &'static str {
         match self.kind {
             SourceKind::London => {
-                "London half-hours: power = the half hour's energy / 0.5 h; voltage 230.0 V and frequency 50.0 Hz nominal; current = power / voltage; power factor 1.00"
+                "London half-hours: power = the half hour's energy / 0.5 h; voltage 230.0 V and frequency 50.0 Hz nominal; current = power / voltage; power factor 1.00 (0.00 at no load)"
             }
             SourceKind::Uci => {
                 "UCI minutes: power, voltage and current measured; power factor = P / (V x I); frequency 50.0 Hz nominal"
             }
             SourceKind::PzemLog => "PZEM log: every register as logged, energy counter included",
             SourceKind::Profile => {
-                "load profile: power as given; voltage 230.0 V and frequency 50.0 Hz nominal; current = power / voltage; power factor 1.00"
+                "load profile: power as given; voltage 230.0 V and frequency 50.0 Hz nominal; current = power / voltage; power factor 1.00 (0.00 at no load)"
             }
         }
     }
@@ -276,7 +276,8 @@ fn nominal(start_ms: i64, end_ms: i64, power_dw: u32) -> Segment {
         power_dw,
         voltage_dv: NOMINAL_VOLTAGE_DV,
         current_ma: current_ma as u32,
-        power_factor_hundredths: 100,
+        // At no load a PZEM shows 0.00 (as in the PZEM log's idle rows).
+        power_factor_hundredths: if power_dw == 0 { 0 } else { 100 },
         frequency_dhz: NOMINAL_FREQUENCY_DHZ,
         energy_wh: None,
         alarm: false,

@@ -155,6 +155,9 @@ pub struct Mqtt {
     /// Sent and neither acknowledged nor forgotten, as far as the notices taken so far
     /// tell (so a PUBACK still in the channel counts as outstanding).
     outstanding: i64,
+    /// Dedicated connections asked to connect whose CONNACK (or failure) is not in yet.
+    connecting: Vec<bool>,
+    connecting_count: usize,
     stop: CancellationToken,
 }
 
@@ -230,8 +233,16 @@ impl Transport {
                 }
             }
         }
-        let mut mqtt =
-            Mqtt { conns, dedicated: connections == Connections::Dedicated, notices, outstanding: 0, stop };
+        let connecting = vec![false; conns.len()];
+        let mut mqtt = Mqtt {
+            conns,
+            dedicated: connections == Connections::Dedicated,
+            notices,
+            outstanding: 0,
+            connecting,
+            connecting_count: 0,
+            stop,
+        };
         if !mqtt.dedicated {
             let deadline = tokio::time::Instant::now() + settings.connect_timeout;
             let mut up = 0;
@@ -329,6 +340,7 @@ impl Transport {
                     None => LinkState::Unavailable,
                     Some(commands) => {
                         let _ = commands.send(Command::Connect);
+                        mqtt.set_connecting(conn, true);
                         LinkState::Pending
                     }
                 }
@@ -343,6 +355,7 @@ impl Transport {
             if let Some(commands) = &mqtt.conns[conn as usize].commands {
                 let _ = commands.send(Command::Drop);
                 stats.connection_losses += 1;
+                mqtt.set_connecting(conn, false);
             }
         }
     }
@@ -355,12 +368,20 @@ impl Transport {
         }
     }
 
+    /// Dedicated connections on their way up.
+    pub fn connecting(&self) -> usize {
+        match self {
+            Transport::File { .. } => 0,
+            Transport::Mqtt { mqtt, .. } => mqtt.connecting_count,
+        }
+    }
+
     pub fn try_notice(&mut self) -> Option<Notice> {
         match self {
             Transport::File { .. } => None,
             Transport::Mqtt { mqtt, stats } => {
                 let notice = mqtt.notices.try_recv().ok();
-                count(stats, &mut mqtt.outstanding, notice.as_ref(), mqtt.dedicated);
+                mqtt.take(stats, notice.as_ref());
                 notice
             }
         }
@@ -372,7 +393,7 @@ impl Transport {
             Transport::File { .. } => std::future::pending().await,
             Transport::Mqtt { mqtt, stats } => {
                 let notice = mqtt.notices.recv().await.expect("the transport holds a sender");
-                count(stats, &mut mqtt.outstanding, Some(&notice), mqtt.dedicated);
+                mqtt.take(stats, Some(&notice));
                 notice
             }
         }
@@ -408,23 +429,42 @@ impl Transport {
 }
 
 impl Mqtt {
+    fn set_connecting(&mut self, conn: u32, connecting: bool) {
+        let slot = &mut self.connecting[conn as usize];
+        if *slot != connecting {
+            *slot = connecting;
+            if connecting {
+                self.connecting_count += 1;
+            } else {
+                self.connecting_count -= 1;
+            }
+        }
+    }
+
+    /// Books a notice as it is taken from the channel.
+    fn take(&mut self, stats: &mut TransportStats, notice: Option<&Notice>) {
+        match notice {
+            Some(Notice::Ack(_)) => {
+                stats.acked += 1;
+                self.outstanding -= 1;
+            }
+            Some(Notice::Forgotten(n)) => self.outstanding -= n,
+            Some(Notice::Up(conn)) => self.set_connecting(*conn, false),
+            Some(Notice::Down(conn)) => {
+                self.set_connecting(*conn, false);
+                if !self.dedicated {
+                    stats.connection_losses += 1;
+                }
+            }
+            _ => {}
+        }
+    }
+
     async fn abort(&mut self) {
         self.stop.cancel();
         for conn in self.conns.drain(..) {
             let _ = conn.task.await;
         }
-    }
-}
-
-fn count(stats: &mut TransportStats, outstanding: &mut i64, notice: Option<&Notice>, dedicated: bool) {
-    match notice {
-        Some(Notice::Ack(_)) => {
-            stats.acked += 1;
-            *outstanding -= 1;
-        }
-        Some(Notice::Forgotten(n)) => *outstanding -= n,
-        Some(Notice::Down(_)) if !dedicated => stats.connection_losses += 1,
-        _ => {}
     }
 }
 

@@ -1,96 +1,73 @@
-//! Against the real Mosquitto of infra/ (start it with `infra/up.sh`): the simulator's
-//! account publishes a few hundred readings, the bridge's account receives them intact,
-//! and every publish is acknowledged.
-//!
-//! Connection settings come from the environment, with infra/env.sh's defaults.
+//! Against the real Mosquitto of infra/ (start it with `infra/up.sh`; addresses from
+//! `infra/env.sh`): the simulator's account publishes, the bridge's account receives.
+//! - on a shared connection, every reading arrives intact and every publish is acknowledged;
+//! - on one connection per meter, each meter's birth, last will (when its link drops
+//!   during an outage) and goodbye arrive on its status topic;
+//! - a wrong password is an error, not a retry loop.
 
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use meter_simulator::publish::MqttConfig;
-use meter_simulator::{Config, Output, Source};
+use jiff::SignedDuration;
+use meter_simulator::faults::{At, FaultConfig};
+use meter_simulator::transport::{Connections, MqttSettings};
+use meter_simulator::{Config, Output};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use smartmeter_core::service::testkit;
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use common::{data_file, TEN_HOUSEHOLDS};
-
-const METERS: usize = 3;
-
-fn env_or(name: &str, default: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| default.to_owned())
-}
+use common::{data_file, ts, TEN_HOUSEHOLDS};
 
 fn host() -> String {
-    env_or("SMARTMETER_MQTT_HOST", "127.0.0.1")
+    testkit::env_or("SMARTMETER_MQTT_HOST", "127.0.0.1")
 }
 
 fn port() -> u16 {
-    env_or("SMARTMETER_MQTT_PORT", "1883").parse().expect("SMARTMETER_MQTT_PORT is a port")
+    testkit::env_or("SMARTMETER_MQTT_PORT", "1883").parse().expect("SMARTMETER_MQTT_PORT is a port")
 }
 
-fn replay_config(output: Output) -> Config {
-    Config {
-        source: Source::London,
-        inputs: vec![data_file(TEN_HOUSEHOLDS)],
-        points_per_slot: 1,
-        speedup: 0.0,
-        limit_meters: Some(METERS),
-        from: Some("2013-01-05T00:00:00Z".parse().unwrap()),
-        to: Some("2013-01-07T00:00:00Z".parse().unwrap()),
-        output,
-        ack_timeout: Duration::from_secs(20),
-        progress: false,
-    }
-}
-
-fn simulator_account() -> MqttConfig {
-    MqttConfig {
+fn simulator_account(client_id: &str) -> MqttSettings {
+    MqttSettings {
         host: host(),
         port: port(),
-        username: Some(env_or("SMARTMETER_MQTT_SIMULATOR_USER", "smartmeter-simulator")),
-        password: Some(env_or("SMARTMETER_MQTT_SIMULATOR_PASSWORD", "simulator-dev-only")),
-        client_id: format!("meter-sim-smoke-pub-{}", std::process::id()),
+        username: Some(testkit::env_or("SMARTMETER_MQTT_SIMULATOR_USER", "smartmeter-simulator")),
+        password: Some(testkit::env_or("SMARTMETER_MQTT_SIMULATOR_PASSWORD", "simulator-dev-only")),
+        client_id: client_id.to_owned(),
         max_inflight: 50,
         connect_timeout: Duration::from_secs(5),
         keep_alive: Duration::from_secs(30),
     }
 }
 
-#[tokio::test]
-async fn readings_arrive_intact_at_the_bridge_account() {
-    // What should arrive: the same replay as a dry run.
-    let dir = tempfile::tempdir().unwrap();
-    let expected_file = dir.path().join("expected.jsonl");
-    let dry =
-        meter_simulator::run(&replay_config(Output::DryRun(expected_file.clone())), CancellationToken::new())
-            .await
-            .unwrap();
-    let expected: Vec<String> =
-        std::fs::read_to_string(&expected_file).unwrap().lines().map(String::from).collect();
-    assert_eq!(expected.len(), METERS * 97, "two days of three meters, both ends included");
-    assert_eq!(dry.scheduled as usize, expected.len());
-    let devices: BTreeSet<String> = expected
-        .iter()
-        .map(|line| {
-            serde_json::from_str::<serde_json::Value>(line).unwrap()["device_id"].as_str().unwrap().to_owned()
-        })
-        .collect();
+fn households(prefix: &str, n: usize) -> Config {
+    let mut config = Config::dry_run(vec![data_file(TEN_HOUSEHOLDS)], "unused".into());
+    config.limit_meters = Some(n);
+    config.from = Some(ts("2013-01-05T00:00:00Z"));
+    config.to = Some(ts("2013-01-07T00:00:00Z"));
+    config.device_prefix = prefix.to_owned();
+    config
+}
 
-    // Subscribe with the bridge's account (a clean session of our own).
-    let mut options = MqttOptions::new(format!("meter-sim-smoke-sub-{}", std::process::id()), host(), port());
+/// Subscribes with the bridge's account (a clean session of its own) and forwards
+/// (topic, payload) of everything that arrives.
+async fn subscribe(
+    filters: &[String],
+) -> (mpsc::UnboundedReceiver<(String, String)>, tokio::task::JoinHandle<()>) {
+    let mut options = MqttOptions::new(testkit::unique_name("meter-sim-smoke-sub"), host(), port());
     options.set_credentials(
-        env_or("SMARTMETER_MQTT_BRIDGE_USER", "smartmeter-bridge"),
-        env_or("SMARTMETER_MQTT_BRIDGE_PASSWORD", "bridge-dev-only"),
+        testkit::env_or("SMARTMETER_MQTT_BRIDGE_USER", "smartmeter-bridge"),
+        testkit::env_or("SMARTMETER_MQTT_BRIDGE_PASSWORD", "bridge-dev-only"),
     );
     options.set_keep_alive(Duration::from_secs(30)).set_clean_session(true);
     let (subscriber, mut eventloop) = AsyncClient::new(options, 64);
-    for device in &devices {
-        subscriber.subscribe(format!("smartmeter/{device}/telemetry"), QoS::AtLeastOnce).await.unwrap();
+    for filter in filters {
+        subscriber.subscribe(filter, QoS::AtLeastOnce).await.unwrap();
     }
     let mut subacks = 0;
-    while subacks < devices.len() {
+    while subacks < filters.len() {
         match tokio::time::timeout(Duration::from_secs(5), eventloop.poll()).await {
             Ok(Ok(Event::Incoming(Packet::SubAck(ack)))) => {
                 assert!(
@@ -108,26 +85,51 @@ async fn readings_arrive_intact_at_the_bridge_account() {
             Err(_) => panic!("no SUBACK from {}:{} within 5 s", host(), port()),
         }
     }
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    let receiver = tokio::spawn(async move {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let task = tokio::spawn(async move {
+        let _subscriber = subscriber;
         while let Ok(event) = eventloop.poll().await {
             if let Event::Incoming(Packet::Publish(publish)) = event {
                 let _ =
-                    tx.send((publish.topic.clone(), String::from_utf8(publish.payload.to_vec()).unwrap()));
+                    tx.send((publish.topic.clone(), String::from_utf8_lossy(&publish.payload).into_owned()));
             }
         }
     });
+    (rx, task)
+}
 
-    // Publish with the simulator's account.
-    let report =
-        meter_simulator::run(&replay_config(Output::Mqtt(simulator_account())), CancellationToken::new())
-            .await
-            .unwrap();
-    assert_eq!(report.published as usize, expected.len());
-    assert_eq!(report.confirmed, report.published, "every publish acknowledged");
-    assert!(report.complete());
+#[tokio::test]
+async fn readings_arrive_intact_at_the_bridge_account() {
+    let prefix = format!("{}-", testkit::unique_name("smoke"));
+    // What should arrive: the same run as a dry run (the same seed, the same boot ids).
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("expected.jsonl");
+    let mut dry = households(&prefix, 3);
+    dry.output = Output::DryRun(file.clone());
+    let dry_report = meter_simulator::run(&dry, CancellationToken::new()).await.unwrap();
+    let expected: Vec<String> = std::fs::read_to_string(&file).unwrap().lines().map(String::from).collect();
+    assert_eq!(expected.len(), 3 * 97, "two days of three meters, both ends included");
+    assert_eq!(dry_report.published() as usize, expected.len());
 
-    // Collect until everything arrived.
+    let devices: BTreeSet<String> = expected
+        .iter()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["device_id"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    let filters: Vec<String> = devices.iter().map(|d| format!("smartmeter/{d}/telemetry")).collect();
+    let (mut rx, receiver) = subscribe(&filters).await;
+
+    let mut config = households(&prefix, 3);
+    config.output = Output::Mqtt {
+        settings: simulator_account(&testkit::unique_name("meter-sim-smoke-pub")),
+        connections: Connections::Pool(2),
+    };
+    let report = meter_simulator::run(&config, CancellationToken::new()).await.unwrap();
+    assert!(report.complete(), "{report}");
+    assert_eq!(report.published() as usize, expected.len());
+    assert_eq!(report.transport.acked, report.transport.messages, "every publish acknowledged");
+
     let wanted: BTreeSet<&str> = expected.iter().map(String::as_str).collect();
     let mut arrived: BTreeSet<String> = BTreeSet::new();
     let mut per_device: BTreeMap<String, Vec<String>> = BTreeMap::new();
@@ -137,30 +139,85 @@ async fn readings_arrive_intact_at_the_bridge_account() {
         let value: serde_json::Value = serde_json::from_str(&payload).unwrap();
         let device = value["device_id"].as_str().unwrap().to_owned();
         assert_eq!(topic, format!("smartmeter/{device}/telemetry"));
-        if wanted.contains(payload.as_str()) {
-            per_device.entry(device).or_default().push(value["timestamp"].as_str().unwrap().to_owned());
-            arrived.insert(payload);
-        }
+        assert!(wanted.contains(payload.as_str()), "unexpected payload {payload}");
+        per_device.entry(device).or_default().push(value["timestamp"].as_str().unwrap().to_owned());
+        arrived.insert(payload);
     }
     receiver.abort();
-    let missing: Vec<&&str> = wanted.iter().filter(|p| !arrived.contains(**p)).take(3).collect();
-    assert!(
-        missing.is_empty(),
-        "{} of {} payloads missing, e.g. {missing:?}",
-        wanted.len() - arrived.len(),
-        wanted.len()
-    );
+    assert_eq!(arrived.len(), wanted.len(), "payloads missing");
     for (device, times) in per_device {
-        assert!(times.windows(2).all(|w| w[0] <= w[1]), "{device}: arrived out of order");
+        assert!(times.windows(2).all(|w| w[0] < w[1]), "{device}: arrived out of order or twice");
     }
 }
 
 #[tokio::test]
+async fn per_meter_connections_carry_birth_will_and_goodbye() {
+    let prefix = format!("{}-", testkit::unique_name("wills"));
+    let mut config = households(&prefix, 2);
+    config.to = Some(ts("2013-01-05T12:00:00Z"));
+    config.faults = FaultConfig {
+        outages: vec![(At::Absolute(ts("2013-01-05T03:00:00Z")), SignedDuration::from_hours(2))],
+        ..Default::default()
+    };
+    config.output = Output::Mqtt {
+        settings: simulator_account(&format!("{}-", testkit::unique_name("meter-sim-smoke"))),
+        connections: Connections::Dedicated,
+    };
+    let devices = [format!("{prefix}MAC000002"), format!("{prefix}MAC000006")];
+    let filters: Vec<String> = devices.iter().map(|d| format!("smartmeter/{d}/status")).collect();
+    let (mut rx, receiver) = subscribe(&filters).await;
+
+    let report = meter_simulator::run(&config, CancellationToken::new()).await.unwrap();
+    assert!(report.complete(), "{report}");
+    assert_eq!(report.counters.births, 4, "each meter: at boot and after the outage");
+    assert_eq!(report.counters.goodbyes, 2);
+
+    let mut statuses: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while statuses.values().map(Vec::len).sum::<usize>() < 8 {
+        let Ok(Some((topic, payload))) = tokio::time::timeout_at(deadline, rx.recv()).await else { break };
+        statuses.entry(topic).or_default().push(payload);
+    }
+    receiver.abort();
+    for topic in &filters {
+        // Birth, the will the broker published when the outage dropped the socket,
+        // birth again, and the goodbye.
+        assert_eq!(
+            statuses.get(topic).map(Vec::as_slice),
+            Some(&["online", "offline", "online", "offline"].map(String::from)[..]),
+            "{topic}"
+        );
+    }
+    // Leave no retained status behind for these test devices.
+    clear_retained(&filters).await;
+}
+
+/// Publishes empty retained messages, which remove the retained ones.
+async fn clear_retained(topics: &[String]) {
+    let settings = simulator_account(&testkit::unique_name("meter-sim-smoke-clear"));
+    let mut options = MqttOptions::new(settings.client_id, settings.host, settings.port);
+    options.set_credentials(settings.username.unwrap(), settings.password.unwrap());
+    let (client, mut eventloop) = AsyncClient::new(options, 16);
+    for topic in topics {
+        client.publish(topic, QoS::AtLeastOnce, true, Vec::new()).await.unwrap();
+    }
+    let mut acks = 0;
+    while acks < topics.len() {
+        match tokio::time::timeout(Duration::from_secs(5), eventloop.poll()).await {
+            Ok(Ok(Event::Incoming(Packet::PubAck(_)))) => acks += 1,
+            Ok(Ok(_)) => {}
+            _ => break,
+        }
+    }
+    let _ = client.disconnect().await;
+}
+
+#[tokio::test]
 async fn a_wrong_password_is_reported_not_retried() {
-    let mut account = simulator_account();
-    account.password = Some("not-the-password".into());
-    let err = meter_simulator::run(&replay_config(Output::Mqtt(account)), CancellationToken::new())
-        .await
-        .unwrap_err();
+    let mut settings = simulator_account(&testkit::unique_name("meter-sim-smoke-bad"));
+    settings.password = Some("not-the-password".into());
+    let mut config = households("bad-", 1);
+    config.output = Output::Mqtt { settings, connections: Connections::Pool(1) };
+    let err = meter_simulator::run(&config, CancellationToken::new()).await.unwrap_err();
     assert!(err.to_string().contains("refused"), "{err}");
 }
