@@ -68,6 +68,8 @@ pub struct Config {
     /// How often to look for replays requested through the API (`replay_jobs` rows
     /// with status `requested`).
     pub replay_poll_interval: Duration,
+    /// Threads that decode and price the live consumer's batches.
+    pub pricing_threads: usize,
     /// Period events per transaction and pricing threads of a requested replay.
     pub replay_batch_size: usize,
     pub replay_threads: usize,
@@ -87,6 +89,7 @@ impl Config {
             outbox_interval: Duration::from_millis(200),
             lag_interval: Duration::from_secs(15),
             mail: None,
+            pricing_threads: std::thread::available_parallelism().map_or(1, |cores| cores.get()),
             replay_poll_interval: Duration::from_secs(2),
             replay_batch_size: 1000,
             replay_threads: std::thread::available_parallelism().map_or(1, |cores| cores.get()),
@@ -176,6 +179,7 @@ pub async fn run(
         book,
         metrics.clone(),
         health.clone(),
+        config.pricing_threads,
     );
     let settings = Settings { max_batch: config.max_batch, linger: config.linger };
     let loop_metrics = LoopMetrics {

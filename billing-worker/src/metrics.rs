@@ -11,7 +11,8 @@ pub struct Metrics {
     pub invoices_revised: IntCounter,
     /// By outcome: issued, revised, unchanged, unbillable, stale, duplicate.
     pub periods: IntCounterVec,
-    /// Seconds to price one period (core arithmetic and digest).
+    /// Seconds to price one period (core arithmetic and digest); the live consumer
+    /// prices a batch together and observes each period at the batch's mean.
     pub pricing_seconds: Histogram,
     /// Seconds from receiving a batch to its commit.
     pub batch_seconds: Histogram,
