@@ -27,6 +27,7 @@ use esp_idf_svc::wifi::{AuthMethod, ClientConfiguration, Configuration, EspWifi}
 use log::{debug, info, warn};
 use meter_core::backoff::Backoff;
 use meter_core::meter::{Link, Sample};
+use meter_core::schedule::next_reading_ms;
 use meter_core::{pzem, DeviceId, Identity, Meter, Pzem};
 
 use crate::mqtt::Session;
@@ -97,8 +98,7 @@ fn main() -> anyhow::Result<()> {
     // The radio is on, so the hardware RNG is truly random from here on.
     let boot_id = format!("{:08x}", hardware_random());
     let identity = Identity::new(DeviceId::parse(config::DEVICE_ID)?, Some(&boot_id), Some(FW))?;
-    let mut meter: Meter<'_, OUTBOX_CAPACITY> =
-        Meter::new(identity, Backoff::new(BACKOFF_BASE_MS, BACKOFF_MAX_MS));
+    let mut meter: Meter<OUTBOX_CAPACITY> = Meter::new(identity, Backoff::new(BACKOFF_BASE_MS, BACKOFF_MAX_MS));
     info!("boot_id {boot_id}; a reading every {} s", config::PUBLISH_INTERVAL_MS / 1_000);
 
     run(&mut meter, &mut pzem, &mut wifi, &sntp)
@@ -112,7 +112,7 @@ struct Attempt {
 }
 
 fn run<const N: usize>(
-    meter: &mut Meter<'_, N>,
+    meter: &mut Meter<N>,
     pzem: &mut Driver<'_>,
     wifi: &mut EspWifi<'_>,
     sntp: &EspSntp<'_>,
@@ -121,17 +121,16 @@ fn run<const N: usize>(
     let uptime_ms = || boot.elapsed().as_millis() as u64;
     let mut session: Option<Session> = None;
     let mut attempt: Option<Attempt> = None;
-    let mut next_reading_ms = 0;
+    let mut next_read_at_ms = 0;
     let mut next_stats_ms = STATS_EVERY_MS;
 
     loop {
         let now = uptime_ms();
 
-        if now >= next_reading_ms {
-            next_reading_ms += config::PUBLISH_INTERVAL_MS;
-            if next_reading_ms <= now {
-                next_reading_ms = now + config::PUBLISH_INTERVAL_MS;
-            }
+        if now >= next_read_at_ms {
+            // The next one on the wall-clock grid once SNTP has answered (so readings
+            // fall on hour boundaries), every interval since boot before that.
+            next_read_at_ms = next_reading_ms(now, config::PUBLISH_INTERVAL_MS, meter.clock());
             match pzem.read_measurement() {
                 Ok(m) => {
                     let seq = meter.record(now, m, rssi(wifi));
@@ -227,7 +226,7 @@ fn run<const N: usize>(
 
 /// Ends the session (dropping the client) and schedules the next attempt.
 fn link_lost<const N: usize>(
-    meter: &mut Meter<'_, N>,
+    meter: &mut Meter<N>,
     session: &mut Option<Session>,
     attempt: &mut Option<Attempt>,
     now: u64,

@@ -3,6 +3,7 @@
 //! blocks forever.
 
 use embedded_io::{ErrorType, Read, ReadReady, Write};
+use esp_idf_svc::hal::delay::NON_BLOCK;
 use esp_idf_svc::hal::uart::UartDriver;
 use esp_idf_svc::io::EspIOError;
 
@@ -13,9 +14,10 @@ impl ErrorType for PzemPort<'_> {
 }
 
 impl Read for PzemPort<'_> {
-    /// Called only after `read_ready`, so it returns at once with what is buffered.
+    /// Returns at once with what is buffered (the driver polls `read_ready` first and
+    /// does its own waiting, so a silent PZEM is a timeout, never a hang).
     fn read(&mut self, buf: &mut [u8]) -> Result<usize, Self::Error> {
-        Read::read(&mut self.0, buf)
+        UartDriver::read(&self.0, buf, NON_BLOCK).map_err(EspIOError)
     }
 }
 
