@@ -43,6 +43,9 @@ const SLAB_TARIFF: &str =
 const TARIFF_ID: &str = "london-standard";
 /// Left without a tariff, as a newly discovered meter is.
 const UNASSIGNED: &str = "MAC000016";
+/// Billed on [`SLAB_TARIFF_REDATED`] (4 kW sanctioned) instead of [`TARIFF_ID`].
+const SLAB_HOUSEHOLD: &str = "MAC000024";
+const SLAB_TARIFF_REDATED: &str = "tpddl-domestic-redated";
 /// The customer account's meters (the customer's key sees these only).
 const CUSTOMER_HOUSEHOLDS: [&str; 2] = ["MAC000002", "MAC000006"];
 const WAIT: Duration = Duration::from_secs(300);
@@ -418,7 +421,22 @@ async fn start_and_wait(
             json!({ "document": slab_tariff }),
         )
         .await?;
-        wait_for(&db.url, "SELECT count(*) FROM tariff_versions", 2).await?;
+        // The same published rates under an id of their own, re-dated to 2012-10-01 and
+        // read in London time: the household on it gets a January invoice with a slab
+        // breakdown.
+        let mut redated = slab_tariff.clone();
+        redated["tariff_id"] = SLAB_TARIFF_REDATED.into();
+        redated["effective_from"] = "2012-10-01".into();
+        // Periods are priced in the meter's local days: the copy reads London's.
+        redated["time_zone"] = "Europe/London".into();
+        redated["title"] =
+            "TPDDL domestic slab rates, from 2012-10-01 in London time (for the replay)".into();
+        api.call(
+            "mutation($document: JSON!) { publishTariffVersion(document: $document) { version } }",
+            json!({ "document": redated }),
+        )
+        .await?;
+        wait_for(&db.url, "SELECT count(*) FROM tariff_versions", 3).await?;
         let customer_id = format!("{prefix}household");
         api.call(
             "mutation($id: String!) { createCustomer(customerId: $id, name: \"A London household\") { customerId } }",
@@ -437,7 +455,8 @@ async fn start_and_wait(
                     "name": format!("Household {household}"),
                     "location": "London",
                     "timeZone": "Europe/London",
-                    "tariffId": TARIFF_ID,
+                    "tariffId": if device.ends_with(SLAB_HOUSEHOLD) { SLAB_TARIFF_REDATED } else { TARIFF_ID },
+                    "sanctionedLoadKw": device.ends_with(SLAB_HOUSEHOLD).then_some("4"),
                     "tariffEffectiveFrom": "2012-10-01",
                     "customerId": customer,
                 }}),
@@ -510,6 +529,7 @@ async fn start_and_wait(
         "customerDevices": customer_devices,
         "tariffId": TARIFF_ID,
         "slabTariffId": slab_tariff_id,
+        "slabDevice": format!("{prefix}{SLAB_HOUSEHOLD}"),
         "readings": readings,
         "databaseUrl": db.url,
         "topics": {

@@ -12,6 +12,7 @@ export interface Stack {
   unassignedDevice: string;
   tariffId: string;
   slabTariffId: string;
+  slabDevice: string;
   customerId: string;
   customerDevices: string[];
   readings: number;

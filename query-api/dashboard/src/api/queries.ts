@@ -25,8 +25,8 @@ export const DEVICE_FIELDS = gql`
 `;
 
 export const DEVICES = gql`
-  query Devices($first: Int!, $after: String) {
-    devices(first: $first, after: $after) {
+  query Devices($first: Int!, $after: String, $lifecycle: Lifecycle, $online: Boolean) {
+    devices(first: $first, after: $after, lifecycle: $lifecycle, online: $online) {
       pageInfo {
         hasNextPage
         endCursor

@@ -3,6 +3,12 @@ import { DEVICES } from "../api/queries";
 import type { Device } from "../api/types";
 import { ErrorList } from "./ErrorList";
 
+const GROUPS: [Device["lifecycle"], string][] = [
+  ["REGISTERED", "Registered"],
+  ["DISCOVERED", "Discovered (not registered yet)"],
+  ["DECOMMISSIONED", "Decommissioned"],
+];
+
 interface Props {
   value: string | undefined;
   onChange(deviceId: string): void;
@@ -33,12 +39,18 @@ export function MeterPicker({ value, onChange, includeDecommissioned = true }: P
         <option value="" disabled>
           {fetching && shown.length === 0 ? "Loading meters…" : shown.length === 0 ? "No meters" : "Pick a meter"}
         </option>
-        {shown.map((device) => (
-          <option key={device.deviceId} value={device.deviceId}>
-            {device.name ? `${device.name} (${device.deviceId})` : device.deviceId}
-            {device.lifecycle === "DECOMMISSIONED" ? " — decommissioned" : ""}
-          </option>
-        ))}
+        {GROUPS.map(([lifecycle, label]) => {
+          const group = shown.filter((d) => d.lifecycle === lifecycle);
+          return group.length === 0 ? null : (
+            <optgroup key={lifecycle} label={label}>
+              {group.map((device) => (
+                <option key={device.deviceId} value={device.deviceId}>
+                  {device.name ? `${device.name} (${device.deviceId})` : device.deviceId}
+                </option>
+              ))}
+            </optgroup>
+          );
+        })}
       </select>
       <ErrorList error={error} />
     </label>

@@ -415,6 +415,14 @@ function ComponentForm({
         </>
       );
     case "choose":
-      return <pre className="json">{JSON.stringify(component, null, 2)}</pre>;
+      return (
+        <details className="choice">
+          <summary>
+            Chosen by {String(component.by ?? "").replace(/_/g, " ")}: kept as published (the editor shows it, the new
+            version carries it unchanged)
+          </summary>
+          <pre className="json">{JSON.stringify(component, null, 2)}</pre>
+        </details>
+      );
   }
 }

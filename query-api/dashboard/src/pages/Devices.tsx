@@ -5,24 +5,35 @@
 
 import { useEffect, useState } from "react";
 import { Link } from "react-router";
-import { useMutation } from "urql";
+import { useMutation, useQuery } from "urql";
 import { apiErrors, type ApiError } from "../api/client";
 import { DECOMMISSION_DEVICE, REGISTER_DEVICE, UPDATE_DEVICE } from "../api/mutations";
-import type { Device } from "../api/types";
+import { DEVICES } from "../api/queries";
+import type { Device, Lifecycle } from "../api/types";
 import { DeviceForm, deviceInput, EMPTY_DEVICE, type DeviceInput } from "../components/DeviceForm";
 import { ErrorList } from "../components/ErrorList";
-import { useDevices } from "../components/MeterPicker";
 import { LastSeen, StatusBadge } from "../components/StatusBadge";
 import { isStaff, useMe } from "../session";
 
 type Editing = { mode: "add" } | { mode: "edit"; device: Device } | null;
+
+const PAGE_SIZE = 50;
 
 const blankToNull = (value: string) => (value.trim() === "" ? null : value.trim());
 
 export function DevicesPage() {
   const me = useMe();
   const staff = isStaff(me);
-  const { devices, fetching, error, refetch } = useDevices();
+  const [lifecycle, setLifecycle] = useState<Lifecycle | "">("");
+  // Cursors of the pages before this one (Relay pagination: `after` = previous endCursor).
+  const [cursors, setCursors] = useState<(string | null)[]>([null]);
+  const after = cursors[cursors.length - 1];
+  const [result, refetch] = useQuery<{
+    devices: { nodes: Device[]; pageInfo: { hasNextPage: boolean; endCursor: string | null } };
+  }>({ query: DEVICES, variables: { first: PAGE_SIZE, after, lifecycle: lifecycle || null } });
+  const devices = result.data?.devices.nodes ?? [];
+  const pageInfo = result.data?.devices.pageInfo;
+  const { fetching, error } = result;
   const [editing, setEditing] = useState<Editing>(null);
   const [errors, setErrors] = useState<ApiError[]>([]);
   const [notice, setNotice] = useState<string | null>(null);
@@ -112,8 +123,40 @@ export function DevicesPage() {
           onCancel={() => setEditing(null)}
         />
       ) : null}
+      <div className="toolbar">
+        <label className="field">
+          <span>Show</span>
+          <select
+            data-testid="lifecycle-filter"
+            value={lifecycle}
+            onChange={(e) => {
+              setLifecycle(e.target.value as Lifecycle | "");
+              setCursors([null]);
+            }}
+          >
+            <option value="">every meter</option>
+            <option value="REGISTERED">registered</option>
+            <option value="DISCOVERED">discovered (to complete)</option>
+            <option value="DECOMMISSIONED">decommissioned</option>
+          </select>
+        </label>
+        <div className="form-actions pager">
+          <button className="button secondary small" disabled={cursors.length === 1} onClick={() => setCursors(cursors.slice(0, -1))}>
+            Previous
+          </button>
+          <span className="muted">page {cursors.length}</span>
+          <button
+            className="button secondary small"
+            disabled={!pageInfo?.hasNextPage}
+            onClick={() => pageInfo?.endCursor && setCursors([...cursors, pageInfo.endCursor])}
+          >
+            Next
+          </button>
+        </div>
+      </div>
       <ErrorList error={error} />
       {fetching && devices.length === 0 ? <p className="hint">Loading…</p> : null}
+      {!fetching && devices.length === 0 && result.data ? <p className="hint">No meters.</p> : null}
       <div className="table-wrap">
         <table className="table" data-testid="devices-table">
           <thead>
