@@ -36,9 +36,14 @@ fi
 # Prometheus.
 : "${SMARTMETER_PROMETHEUS_URL:=http://127.0.0.1:9090}"
 
+# query-api: an admin API key held in memory by query-api (never stored), DEV-ONLY, so
+# the local run needs no key setup; Prometheus scrapes query-api's /metrics with it
+# (prometheus/prometheus.yml). See query-api/README.md for real keys.
+: "${SMARTMETER_QUERY_API_DEV_ADMIN_KEY:=dev-admin-key-local-only}"
+
 export SMARTMETER_STATE_DIR SMARTMETER_PG_PORT SMARTMETER_DATABASE_URL SMARTMETER_TEST_DATABASE_URL \
     SMARTMETER_KAFKA_BROKERS SMARTMETER_MQTT_HOST SMARTMETER_MQTT_PORT \
     SMARTMETER_MQTT_BRIDGE_USER SMARTMETER_MQTT_BRIDGE_PASSWORD \
     SMARTMETER_MQTT_SIMULATOR_USER SMARTMETER_MQTT_SIMULATOR_PASSWORD \
-    SMARTMETER_PROMETHEUS_URL
+    SMARTMETER_PROMETHEUS_URL SMARTMETER_QUERY_API_DEV_ADMIN_KEY
 unset _smartmeter_repo
