@@ -1,23 +1,25 @@
-// Live: pick a meter, the cards update from the live-readings subscription when a
-// reading is published over MQTT (no reload), and the 30-day chart's total equals the
-// sum of the API's daily energy.
+// Live: pick a meter, the cards and the bill projection update from the
+// subscriptions when a reading is published over MQTT (no reload), and the 30-day
+// chart's total equals the sum of the API's daily energy.
 
 import { expect, test } from "@playwright/test";
 import { graphql, mqttPublish, pickMeter, screenshot, signIn, stack } from "./helpers";
-
-const HOUSEHOLD = "MAC000002";
 
 function toMicro(value: string): bigint {
   const [whole, fraction = ""] = value.split(".");
   return BigInt(whole + fraction.padEnd(6, "0").slice(0, 6));
 }
 
-test("a reading published over MQTT reaches the live cards without a reload", async ({ page }) => {
-  const deviceId = `${stack().prefix}${HOUSEHOLD}`;
+test("a reading published over MQTT reaches the live cards and the projection without a reload", async ({ page }) => {
+  // The household on the slab tariff: its projection has a next slab.
+  const deviceId = stack().slabDevice;
   await signIn(page);
   await pickMeter(page, deviceId);
   await expect(page.getByTestId("card-power-value")).not.toHaveText("—");
   const before = await page.getByTestId("card-power-value").textContent();
+  const slabLeft = page.getByTestId("kwh-to-next-slab");
+  await expect(slabLeft).toHaveText(/kWh$/);
+  const leftBefore = Number((await slabLeft.textContent())!.replace(/[^\d.]/g, ""));
 
   // The newest stored reading: the new one continues its counter 30 minutes later.
   const { latestReading } = await graphql<{ latestReading: { ts: string; energyKwh: number } }>(
@@ -51,7 +53,16 @@ test("a reading published over MQTT reaches the live cards without a reload", as
   await expect(page.getByTestId("card-energy-value")).toHaveText(energyKwh.toFixed(3).replace(/\B(?=(\d{3})+(?!\d))/g, ","));
   await expect(page.getByTestId("reading-at")).toContainText("live");
   expect(before).not.toBe("4,322");
+  // The projection counted the new reading's 2.161 kWh: less is left before the next slab.
+  await expect
+    .poll(async () => Number((await slabLeft.textContent())!.replace(/[^\d.]/g, "")))
+    .toBeLessThan(leftBefore);
+  await expect(page.getByTestId("projection")).toContainText("live");
   expect(await page.evaluate(() => (window as unknown as { noReload?: boolean }).noReload)).toBe(true);
+  await screenshot(page, "live-desktop");
+  await page.setViewportSize({ width: 390, height: 844 });
+  await expect(page.getByTestId("card-power-value")).toBeVisible();
+  await screenshot(page, "live-phone");
 });
 
 test("the 30-day chart's total equals the GraphQL daily sum", async ({ page }) => {
@@ -78,9 +89,4 @@ test("the 30-day chart's total equals the GraphQL daily sum", async ({ page }) =
   expect(toMicro(shownKwh)).toBe(((expected + 500n) / 1000n) * 1000n);
   // And the chart draws one bar per day of the range.
   await expect(page.getByTestId("consumption-chart").locator("canvas")).toBeVisible();
-
-  await screenshot(page, "live-desktop");
-  await page.setViewportSize({ width: 390, height: 844 });
-  await expect(page.getByTestId("card-power-value")).toBeVisible();
-  await screenshot(page, "live-phone");
 });

@@ -18,6 +18,12 @@ import { addDays, formatDateTime, formatMonth, formatTime, localDate } from "../
 
 const DAY_MS = 24 * 3600 * 1000;
 
+/** A share 0..1 as a percentage, with a decimal below 10 % so a month's start is not "0%". */
+function percent(share: string): string {
+  const value = Number(share) * 100;
+  return `${value < 10 ? value.toFixed(1) : value.toFixed(0)}%`;
+}
+
 export function LivePage() {
   const { deviceId } = useParams();
   const navigate = useNavigate();
@@ -256,7 +262,7 @@ function ProjectionPanel({ device }: { device: Device }) {
             </span>
             <span className="muted">
               {roundDecimal(projection.projectedEnergyKwh, 1)} kWh projected · {roundDecimal(projection.energySoFarKwh, 3)} kWh
-              so far · {(Number(projection.elapsedShare) * 100).toFixed(0)}% of the month elapsed
+              so far · {percent(projection.elapsedShare)} of the month elapsed
             </span>
           </div>
           <div className="figure">
