@@ -54,7 +54,7 @@ say "stored: $(psql_count) readings"
 cat <<TXT
 
 smartmeter is running.
-  Dashboard:                       http://127.0.0.1:8080/
+  Dashboard:                       http://127.0.0.1:8080/ (sign in with the API key ${SMARTMETER_QUERY_API_DEV_ADMIN_KEY:-of an admin})
   GraphQL (GraphiQL in a browser): http://127.0.0.1:8080/graphiql
   GraphQL endpoint:                http://127.0.0.1:8080/graphql
   Prometheus:                      $SMARTMETER_PROMETHEUS_URL
