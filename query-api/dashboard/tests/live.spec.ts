@@ -27,7 +27,9 @@ test("a reading published over MQTT reaches the live cards and the projection wi
     { id: deviceId },
   );
   const ts = new Date(new Date(latestReading.ts).getTime() + 30 * 60_000).toISOString().replace(".000Z", "Z");
-  const powerW = 4321.5;
+  // A power no reading of the data set has, different on every run (a reused stack).
+  const powerW = 4000 + (Date.now() % 997) + 0.5;
+  const shownPower = Math.round(powerW).toLocaleString("en-GB");
   const energyKwh = Math.round((latestReading.energyKwh + 2.16075) * 1000) / 1000;
   // Marks this document: a reload would lose it.
   await page.evaluate(() => ((window as unknown as { noReload: boolean }).noReload = true));
@@ -47,17 +49,24 @@ test("a reading published over MQTT reaches the live cards and the projection wi
       rssi: -61,
     }),
   );
-  await expect(page.getByTestId("card-power-value")).toHaveText("4,322");
+  await expect(page.getByTestId("card-power-value")).toHaveText(shownPower);
   await expect(page.getByTestId("card-voltage-value")).toHaveText("238.6");
   await expect(page.getByTestId("card-current-value")).toHaveText("18.11");
   await expect(page.getByTestId("card-energy-value")).toHaveText(energyKwh.toFixed(3).replace(/\B(?=(\d{3})+(?!\d))/g, ","));
   await expect(page.getByTestId("reading-at")).toContainText("live");
-  expect(before).not.toBe("4,322");
+  expect(before).not.toBe(shownPower);
   // The projection counted the new reading's 2.161 kWh: less is left before the next slab.
   await expect
     .poll(async () => Number((await slabLeft.textContent())!.replace(/[^\d.]/g, "")))
     .toBeLessThan(leftBefore);
   await expect(page.getByTestId("projection")).toContainText("live");
+
+  // The meter says goodbye on its status topic: the badge follows, still no reload.
+  await expect(page.getByTestId("status-badge")).toHaveText("online");
+  mqttPublish(`smartmeter/${deviceId}/status`, JSON.stringify({ status: "offline", reason: "disconnect" }));
+  await expect(page.getByTestId("status-badge")).toHaveText("offline");
+  mqttPublish(`smartmeter/${deviceId}/status`, "online");
+  await expect(page.getByTestId("status-badge")).toHaveText("online");
   expect(await page.evaluate(() => (window as unknown as { noReload?: boolean }).noReload)).toBe(true);
   await screenshot(page, "live-desktop");
   await page.setViewportSize({ width: 390, height: 844 });
@@ -89,4 +98,28 @@ test("the 30-day chart's total equals the GraphQL daily sum", async ({ page }) =
   expect(toMicro(shownKwh)).toBe(((expected + 500n) / 1000n) * 1000n);
   // And the chart draws one bar per day of the range.
   await expect(page.getByTestId("consumption-chart").locator("canvas")).toBeVisible();
+});
+
+test("the late reading revises the closed February: the history shows the revision", async ({ page }) => {
+  // Runs after the reading above: February was closed (the meter had been silent), so
+  // the reading adjusts it and the billing worker issues a revision with the difference.
+  const deviceId = stack().slabDevice;
+  const revised = async () => {
+    const { invoices } = await graphql<{ invoices: { nodes: { revision: number; difference: string | null }[] } }>(
+      `query($id: String!) { invoices(deviceId: $id, month: "2013-02", first: 10) { nodes { revision difference } } }`,
+      { id: deviceId },
+    );
+    return invoices.nodes.filter((i) => i.revision > 0).length;
+  };
+  await expect.poll(revised, { timeout: 60_000 }).toBeGreaterThan(0);
+  await signIn(page);
+  await page.goto(`/billing/${deviceId}?month=2013-02`);
+  await expect(page.getByTestId("invoice")).toContainText(/revision \d+ of /);
+  await expect(page.getByTestId("invoice-difference")).not.toBeEmpty();
+  const history = page.getByTestId("invoice-history");
+  await expect(history).toContainText(/revision \d+/);
+  await expect(history).toContainText("original");
+  // February's kWh from the daily rollups is the revised invoice's.
+  await expect(page.getByTestId("month-energy")).toContainText("equals the invoice");
+  await screenshot(page, "billing-revision-desktop");
 });

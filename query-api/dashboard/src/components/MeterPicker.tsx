@@ -39,6 +39,7 @@ export function MeterPicker({ value, onChange, includeDecommissioned = true }: P
         <option value="" disabled>
           {fetching && shown.length === 0 ? "Loading meters…" : shown.length === 0 ? "No meters" : "Pick a meter"}
         </option>
+        {value && !shown.some((d) => d.deviceId === value) ? <option value={value}>{value}</option> : null}
         {GROUPS.map(([lifecycle, label]) => {
           const group = shown.filter((d) => d.lifecycle === lifecycle);
           return group.length === 0 ? null : (
