@@ -48,20 +48,6 @@ export const DEVICE = gql`
   ${DEVICE_FIELDS}
 `;
 
-export const READINGS = gql`
-  query Readings($deviceId: String!, $from: DateTime!, $to: DateTime!, $limit: Int!) {
-    readings(deviceId: $deviceId, from: $from, to: $to, limit: $limit) {
-      ts
-      voltage
-      current
-      powerW
-      energyKwh
-      counterKwh
-      powerFactor
-      frequencyHz
-    }
-  }
-`;
 
 export const DAILY_ENERGY = gql`
   query DailyEnergy($deviceId: String!, $fromDate: Date!, $toDate: Date!) {
@@ -83,16 +69,6 @@ export const ME = gql`
   }
 `;
 
-export const READING_FIELDS = gql`
-  fragment LiveFields on LiveReading {
-    deviceId
-    ts
-    voltage
-    current
-    powerW
-    counterKwh
-  }
-`;
 
 export const LATEST_READING = gql`
   query LatestReading($deviceId: String!) {
@@ -120,15 +96,6 @@ export const READING_SERIES = gql`
   }
 `;
 
-export const MONTHLY_ENERGY = gql`
-  query MonthlyEnergy($deviceId: String!, $fromMonth: Month!, $toMonth: Month!) {
-    monthlyEnergy(deviceId: $deviceId, fromMonth: $fromMonth, toMonth: $toMonth) {
-      month
-      energyKwh
-      daysWithData
-    }
-  }
-`;
 
 const PROJECTION_FIELDS = `
     deviceId

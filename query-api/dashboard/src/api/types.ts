@@ -22,17 +22,6 @@ export interface Device {
   decommissionedAt: string | null;
 }
 
-export interface Reading {
-  ts: string;
-  voltage: number;
-  current: number;
-  powerW: number;
-  energyKwh: number;
-  counterKwh: string;
-  powerFactor: number;
-  frequencyHz: number | null;
-}
-
 export interface DailyEnergy {
   localDate: string;
   energyKwh: string;
@@ -137,4 +126,13 @@ export interface Tariff {
   currency: string;
   timeZone: string;
   versions: TariffVersion[];
+}
+
+export interface BillingPeriod {
+  month: string;
+  status: string;
+  revision: number;
+  energyKwh: string;
+  billingStatus: string | null;
+  billingReason: string | null;
 }

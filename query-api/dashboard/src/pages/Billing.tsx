@@ -4,8 +4,8 @@
 
 import { useNavigate, useParams, useSearchParams } from "react-router";
 import { useQuery } from "urql";
-import { DAILY_ENERGY, DEVICE, INVOICES } from "../api/queries";
-import type { DailyEnergy, Device, Invoice } from "../api/types";
+import { BILLING_PERIODS, DAILY_ENERGY, DEVICE, INVOICES } from "../api/queries";
+import type { BillingPeriod, DailyEnergy, Device, Invoice } from "../api/types";
 import { ErrorList } from "../components/ErrorList";
 import { InvoiceView } from "../components/InvoiceView";
 import { MeterPicker } from "../components/MeterPicker";
@@ -60,11 +60,7 @@ function MeterBilling({ deviceId, month, onMonth }: { deviceId: string; month: s
       <ErrorList error={deviceResult.error ?? history.error} />
       {shownMonth && device ? <MonthEnergy device={device} month={shownMonth} invoice={current} /> : null}
       {history.fetching && !history.data ? <p className="hint">Loading invoices…</p> : null}
-      {shownMonth && history.data && !current ? (
-        <p className="notice" data-testid="no-invoice">
-          No invoice for {formatMonth(shownMonth)} yet: the month is not closed, or the meter has no tariff for it.
-        </p>
-      ) : null}
+      {shownMonth && history.data && !current ? <NoInvoice deviceId={deviceId} month={shownMonth} /> : null}
       {current ? <InvoiceView invoice={current} /> : null}
       <section className="panel">
         <h3>Invoice history</h3>
@@ -135,6 +131,30 @@ function MonthEnergy({ device, month, invoice }: { device: Device; month: string
       {same === true ? <span className="ok"> · equals the invoice</span> : null}
       {same === false ? <span className="field-error"> · differs from the invoice's {invoice?.energyKwh} kWh (late data after the invoice?)</span> : null}
       {localDate(new Date(), device.timeZone) < fromDate ? " (in the future)" : ""}
+      <ErrorList error={result.error} />
+    </p>
+  );
+}
+
+/** Why a month has no invoice, as the billing period says. */
+function NoInvoice({ deviceId, month }: { deviceId: string; month: string }) {
+  const [result] = useQuery<{ billingPeriods: BillingPeriod[] }>({
+    query: BILLING_PERIODS,
+    variables: { deviceId, fromMonth: month, toMonth: month },
+  });
+  const period = result.data?.billingPeriods[0];
+  return (
+    <p className="notice" data-testid="no-invoice">
+      No invoice for {formatMonth(month)}
+      {!result.data
+        ? "."
+        : !period
+          ? ": the meter sent nothing in this month."
+          : period.status !== "CLOSED"
+            ? `: the month is still open (${roundDecimal(period.energyKwh, 3)} kWh so far); it is invoiced once it closes.`
+            : period.billingReason
+              ? `: ${period.billingReason}.`
+              : `: the month closed (${roundDecimal(period.energyKwh, 3)} kWh) and waits for billing.`}
       <ErrorList error={result.error} />
     </p>
   );
