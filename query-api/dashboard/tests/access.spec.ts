@@ -32,3 +32,22 @@ test("a wrong key is refused at sign-in", async ({ page }) => {
   await expect(page.getByTestId("signin-error")).toContainText("not valid");
   await expect(page.getByTestId("signin-form")).toBeVisible();
 });
+
+test("every request stays on the server's origin (no CDN)", async ({ page, baseURL }) => {
+  const origin = new URL(baseURL!).origin;
+  const wsOrigin = origin.replace(/^http/, "ws");
+  const elsewhere: string[] = [];
+  page.on("request", (request) => {
+    if (!request.url().startsWith(origin) && !request.url().startsWith("data:")) elsewhere.push(request.url());
+  });
+  const sockets: string[] = [];
+  page.on("websocket", (socket) => sockets.push(socket.url()));
+  await signIn(page);
+  for (const path of [`/live/${stack().slabDevice}`, `/billing/${stack().slabDevice}`, "/devices", "/tariffs"]) {
+    await page.goto(path);
+    await page.waitForLoadState("networkidle");
+  }
+  expect(elsewhere).toEqual([]);
+  expect(sockets.length).toBeGreaterThan(0);
+  expect(sockets.filter((url) => !url.startsWith(`${wsOrigin}/graphql/ws`))).toEqual([]);
+});

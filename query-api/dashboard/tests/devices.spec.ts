@@ -31,6 +31,13 @@ test("register, edit and decommission a meter", async ({ page }) => {
   await form.getByTestId("device-submit").click();
   await expect(row).toContainText("Pune, Maharashtra");
 
+  // Billing's tariff: assigned from the first of this month, shown in the list.
+  await page.getByTestId(`tariff-${deviceId}`).click();
+  const assign = page.getByTestId("assign-tariff");
+  await assign.getByLabel("Tariff").selectOption(stack().tariffId);
+  await assign.getByRole("button", { name: "Assign" }).click();
+  await expect(row).toContainText(stack().tariffId);
+
   page.once("dialog", (dialog) => dialog.accept("replaced by a three-phase meter"));
   await page.getByTestId(`decommission-${deviceId}`).click();
   await expect(row).toHaveCount(0);

@@ -21,6 +21,10 @@ export const DEVICE_FIELDS = gql`
     customerName
     statusReason
     decommissionedAt
+    assignedTariff {
+      tariffId
+      effectiveFrom
+    }
   }
 `;
 
@@ -191,6 +195,26 @@ export const TARIFFS = gql`
         publishedAt
         document
       }
+    }
+  }
+`;
+
+export const TARIFF_ASSIGNMENTS = gql`
+  query TariffAssignments($deviceId: String!) {
+    tariffAssignments(deviceId: $deviceId) {
+      tariffId
+      effectiveFrom
+      sanctionedLoadKw
+      assignedAt
+    }
+  }
+`;
+
+export const TARIFF_IDS = gql`
+  query TariffIds {
+    tariffs {
+      tariffId
+      title
     }
   }
 `;

@@ -20,6 +20,7 @@ export interface Device {
   customerName: string | null;
   statusReason: string | null;
   decommissionedAt: string | null;
+  assignedTariff?: { tariffId: string; effectiveFrom: string } | null;
 }
 
 export interface DailyEnergy {

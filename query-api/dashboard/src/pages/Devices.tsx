@@ -10,12 +10,13 @@ import { apiErrors, type ApiError } from "../api/client";
 import { DECOMMISSION_DEVICE, REGISTER_DEVICE, UPDATE_DEVICE } from "../api/mutations";
 import { DEVICES } from "../api/queries";
 import type { Device, Lifecycle } from "../api/types";
+import { AssignTariff } from "../components/AssignTariff";
 import { DeviceForm, deviceInput, EMPTY_DEVICE, type DeviceInput } from "../components/DeviceForm";
 import { ErrorList } from "../components/ErrorList";
 import { LastSeen, StatusBadge } from "../components/StatusBadge";
 import { isStaff, useMe } from "../session";
 
-type Editing = { mode: "add" } | { mode: "edit"; device: Device } | null;
+type Editing = { mode: "add" } | { mode: "edit"; device: Device } | { mode: "tariff"; device: Device } | null;
 
 const PAGE_SIZE = 50;
 
@@ -111,7 +112,20 @@ export function DevicesPage() {
           {notice}
         </p>
       ) : null}
-      {editing ? (
+      {editing?.mode === "tariff" ? (
+        <AssignTariff
+          key={editing.device.deviceId}
+          device={editing.device}
+          onDone={(message) => {
+            setEditing(null);
+            if (message) {
+              setNotice(message);
+              setRefreshUntil(Date.now() + 8000);
+            }
+          }}
+        />
+      ) : null}
+      {editing && editing.mode !== "tariff" ? (
         <DeviceForm
           key={editing.mode === "edit" ? editing.device.deviceId : "new"}
           initial={editing.mode === "edit" ? deviceInput(editing.device) : EMPTY_DEVICE}
@@ -188,7 +202,9 @@ export function DevicesPage() {
                 </td>
                 <td data-label="Firmware">{device.firmwareVersion ?? "—"}</td>
                 <td data-label="Time zone">{device.timeZone}</td>
-                <td data-label="Tariff">{device.tariffId ?? "—"}</td>
+                <td data-label="Tariff" title={device.assignedTariff ? `billed on ${device.assignedTariff.tariffId} from ${device.assignedTariff.effectiveFrom}` : undefined}>
+                  {device.assignedTariff?.tariffId ?? device.tariffId ?? "—"}
+                </td>
                 <td data-label="Customer">{device.customerName ?? device.customerId ?? "—"}</td>
                 {staff ? (
                   <td data-label="" className="actions">
@@ -203,6 +219,13 @@ export function DevicesPage() {
                           }}
                         >
                           {device.lifecycle === "DISCOVERED" ? "complete" : "edit"}
+                        </button>
+                        <button
+                          className="link-plain"
+                          data-testid={`tariff-${device.deviceId}`}
+                          onClick={() => setEditing({ mode: "tariff", device })}
+                        >
+                          tariff
                         </button>
                         <button className="link-button" data-testid={`decommission-${device.deviceId}`} onClick={() => retire(device)}>
                           decommission
