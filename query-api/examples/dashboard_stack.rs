@@ -447,7 +447,7 @@ async fn start_and_wait(
             devices.iter().filter(|d| CUSTOMER_HOUSEHOLDS.iter().any(|h| d.ends_with(h))).cloned().collect();
         for device in devices.iter().filter(|d| !d.ends_with(UNASSIGNED)) {
             let household = device.trim_start_matches(prefix);
-            let customer = customer_devices.contains(&device).then_some(customer_id.as_str());
+            let customer = customer_devices.contains(device).then_some(customer_id.as_str());
             api.call(
                 "mutation($input: RegisterDeviceInput!) { registerDevice(input: $input) { eventId } }",
                 json!({ "input": {
@@ -542,6 +542,13 @@ async fn start_and_wait(
     });
     println!("DASHBOARD_STACK {line}");
     until_stopped().await;
+    // A safety net: whatever hangs in the shutdown, the process is gone in a minute (the
+    // database of a killed stack would stay behind).
+    std::thread::spawn(|| {
+        std::thread::sleep(Duration::from_secs(60));
+        eprintln!("dashboard-stack: shutdown took over 60 s; exiting");
+        std::process::exit(1);
+    });
     services.stop().await;
     Ok(())
 }

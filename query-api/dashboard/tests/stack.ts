@@ -38,7 +38,7 @@ export default async function globalSetup(_config: FullConfig): Promise<(() => P
   child.stderr.pipe(log);
   child.stdout.pipe(log);
 
-  const line = await new Promise<string>((resolveLine, reject) => {
+  const ready = new Promise<string>((resolveLine, reject) => {
     let buffered = "";
     const timer = setTimeout(() => reject(new Error(`the stack was not ready in ${READY_TIMEOUT_MS / 1000} s; see test-logs/stack.log`)), READY_TIMEOUT_MS);
     child.stdout.on("data", (chunk: Buffer) => {
@@ -55,8 +55,17 @@ export default async function globalSetup(_config: FullConfig): Promise<(() => P
       reject(new Error(`the stack exited (${code}) before it was ready; see test-logs/stack.log`));
     });
   });
-  process.env.SMARTMETER_DASHBOARD_STACK = line;
-  process.env.SMARTMETER_DASHBOARD_URL = JSON.parse(line).url;
+  const line = await ready.catch((error) => {
+    child.kill("SIGTERM");
+    throw error;
+  });
+  try {
+    process.env.SMARTMETER_DASHBOARD_URL = JSON.parse(line).url;
+    process.env.SMARTMETER_DASHBOARD_STACK = line;
+  } catch (error) {
+    child.kill("SIGTERM");
+    throw error;
+  }
 
   return async () => {
     const exited = new Promise<void>((done) => child.once("exit", () => done()));
