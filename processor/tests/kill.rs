@@ -24,7 +24,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::chaos::{digest, topic_end, Binary, Rng};
+use common::binary::{Binary, Rng};
+use common::chaos::{digest, topic_end};
 use common::{connect, count, device_event, london, produce};
 use jiff::{SignedDuration, Timestamp};
 use smartmeter_core::device_events::{DeviceDecommissioned, DeviceEvent, DeviceRegistered, DeviceUpdated};
@@ -62,6 +63,7 @@ impl Run {
     fn binary(&self, extra: &[&str]) -> Binary {
         let mut binary = Binary::new(
             &format!("kill-{}", self.name),
+            env!("CARGO_BIN_EXE_processor"),
             vec![
                 format!("--brokers={}", self.brokers),
                 format!("--database-url={}", self.db.url),

@@ -171,6 +171,8 @@ pub async fn run<H: BatchHandler>(
     Ok(())
 }
 
+const RECEIVE_ERROR_PAUSE: Duration = Duration::from_millis(50);
+
 /// Waits for the first record, then takes more until `max_batch` or `linger` elapses.
 /// `None` when shutting down.
 async fn receive_batch(
@@ -181,7 +183,7 @@ async fn receive_batch(
 ) -> Option<Vec<Record>> {
     let mut records = Vec::new();
     let mut deadline: Option<tokio::time::Instant> = None;
-    let mut error_delay = Duration::from_millis(100);
+    let mut errors_in_a_row = 0u64;
     while records.len() < settings.max_batch {
         let linger = async {
             match deadline {
@@ -194,7 +196,7 @@ async fn receive_batch(
             _ = linger => break,
             message = consumer.recv() => match message {
                 Ok(message) => {
-                    error_delay = Duration::from_millis(100);
+                    errors_in_a_row = 0;
                     health.up("kafka");
                     records.push(Record {
                         topic: message.topic().to_owned(),
@@ -208,9 +210,17 @@ async fn receive_batch(
                 }
                 Err(error) => {
                     health.down("kafka", error.to_string());
-                    tracing::warn!(%error, "Kafka receive failed; retrying.");
-                    tokio::time::sleep(error_delay).await;
-                    error_delay = (error_delay * 2).min(Duration::from_secs(10));
+                    if errors_in_a_row == 0 {
+                        tracing::warn!(%error, "Kafka receive failed; retrying (more at debug level until a record arrives).");
+                    } else {
+                        tracing::debug!(%error, errors_in_a_row, "Kafka receive failed again.");
+                    }
+                    errors_in_a_row += 1;
+                    // librdkafka reconnects by itself, with its own back-off, and queues an
+                    // error event per failed attempt: sleeping long here would only delay
+                    // reading past the stale ones once the broker is back. The short pause
+                    // bounds a loop on errors.
+                    tokio::time::sleep(RECEIVE_ERROR_PAUSE).await;
                 }
             }
         }

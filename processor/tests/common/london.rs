@@ -67,3 +67,27 @@ pub fn replay(prefix: &str, points_per_slot: u32, received_from: Timestamp, comp
         totals_milli_wh,
     }
 }
+
+/// Every household of the file as meter `{prefix}{LCLid}`: the MQTT messages
+/// (`smartmeter/{id}/telemetry`, the simulator's seed JSON) in meter-time order, and
+/// per device the counter's total increase in mWh.
+/// (MQTT topic, payload).
+pub type Message = (String, Vec<u8>);
+
+pub fn mqtt_messages(prefix: &str, points_per_slot: u32) -> (Vec<Message>, Vec<(String, i64)>) {
+    let dataset = london::load(&[LONDON_JANUARY]).expect("London data file");
+    let mut all: Vec<(Timestamp, usize, String, Vec<u8>)> = Vec::new();
+    let mut totals = Vec::new();
+    for (index, meter) in dataset.meters.iter().enumerate() {
+        let device = DeviceId::parse(&format!("{prefix}{}", meter.device_id)).unwrap();
+        let readings = counter::readings(&meter.slots, points_per_slot).unwrap();
+        totals.push((device.to_string(), readings.last().map_or(0, |r| r.energy_mwh as i64)));
+        let topic = telemetry_topic(&device);
+        for reading in &readings {
+            let (telemetry, _) = Telemetry::from_reading(&device, reading);
+            all.push((reading.timestamp, index, topic.clone(), telemetry.to_json()));
+        }
+    }
+    all.sort_by_key(|a| (a.0, a.1));
+    (all.into_iter().map(|(_, _, topic, payload)| (topic, payload)).collect(), totals)
+}

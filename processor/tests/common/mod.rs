@@ -3,8 +3,11 @@
 
 #![allow(dead_code)]
 
+pub mod binary;
 pub mod chaos;
 pub mod london;
+pub mod publisher;
+pub mod stack;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
