@@ -25,7 +25,7 @@ export function SignInPage() {
       const response = await fetch(GRAPHQL_PATH, {
         method: "POST",
         headers: { "content-type": "application/json", authorization: `Bearer ${token}` },
-        body: JSON.stringify({ query: "query SignIn { devices(first: 0) { pageInfo { hasNextPage } } }" }),
+        body: JSON.stringify({ query: "query SignIn { me { role } }" }),
       });
       const body = (await response.json()) as { errors?: { message: string; extensions?: Record<string, unknown> }[] };
       const errors = apiErrors({ graphQLErrors: body.errors ?? [] });
