@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use base64::Engine as _;
-use clap::{CommandFactory as _, Parser as _};
+use clap::Parser as _;
 use jiff::{SignedDuration, Timestamp};
 use meter_simulator::faults::{At, FaultConfig, Malformed};
 use meter_simulator::transport::{Connections, MqttSettings};
@@ -24,6 +24,8 @@ use meter_simulator::{Config, Output, Report, StartAt};
 use rdkafka::consumer::{Consumer as _, StreamConsumer};
 use rdkafka::message::Message as _;
 use rdkafka::ClientConfig;
+use smartmeter_core::device_events::DeviceEvent;
+use smartmeter_core::event::Envelope;
 use smartmeter_core::service::health::Health;
 use smartmeter_core::service::testkit::{self, TestDatabase};
 use smartmeter_core::telemetry::DeadLetter;
@@ -53,6 +55,7 @@ struct Pipeline {
     name: String,
     prefix: String,
     dlq: String,
+    device_events: String,
     db: TestDatabase,
     bridges: Vec<Bridge>,
     processor: (CancellationToken, JoinHandle<anyhow::Result<()>>),
@@ -131,12 +134,9 @@ impl Pipeline {
                 "--clock-floor=2000-01-01T00:00:00Z".to_owned(),
             ];
             // Status messages (birth, will, goodbye) of this meter only, into a topic of
-            // this test's, where the bridge reads them.
-            let flags = smartmeter_bridge::Config::command();
-            if flags.get_arguments().any(|a| a.get_id() == "mqtt_status_topic_filter") {
-                args.push(format!("--mqtt-status-topic-filter=smartmeter/{device}/status"));
-                args.push(format!("--device-events-topic={device_events}"));
-            }
+            // this test's, where the bridge turns them into device events.
+            args.push(format!("--mqtt-status-topic-filter=smartmeter/{device}/status"));
+            args.push(format!("--device-events-topic={device_events}"));
             let config = smartmeter_bridge::Config::try_parse_from(args).expect("bridge flags parse");
             let shutdown = CancellationToken::new();
             let task = tokio::spawn(smartmeter_bridge::run(config, shutdown.clone()));
@@ -144,7 +144,15 @@ impl Pipeline {
             bridge.wait_until_subscribed().await;
             bridges.push(bridge);
         }
-        Self { name: name.to_owned(), prefix, dlq, db, bridges, processor: (shutdown, processor) }
+        Self {
+            name: name.to_owned(),
+            prefix,
+            dlq,
+            device_events,
+            db,
+            bridges,
+            processor: (shutdown, processor),
+        }
     }
 
     fn device(&self, name: &str) -> String {
@@ -243,31 +251,30 @@ impl Pipeline {
             .collect()
     }
 
-    /// The dead letters of this test (all of them, after the bridges stopped).
+    /// The dead letters of this test.
     async fn dead_letters(&self) -> Vec<DeadLetter> {
-        let consumer: StreamConsumer = ClientConfig::new()
-            .set("bootstrap.servers", testkit::kafka_brokers())
-            .set("group.id", testkit::unique_name("sim-dlq-reader"))
-            .set("auto.offset.reset", "earliest")
-            .set("enable.auto.commit", "false")
-            .create()
-            .unwrap();
-        let (_, high) = consumer.fetch_watermarks(&self.dlq, 0, Duration::from_secs(10)).unwrap();
-        consumer.subscribe(&[&self.dlq]).unwrap();
-        let mut letters = Vec::new();
-        while (letters.len() as i64) < high {
-            let message = tokio::time::timeout(Duration::from_secs(30), consumer.recv())
-                .await
-                .expect("the dead letters are readable")
-                .unwrap();
-            letters.push(serde_json::from_slice(message.payload().unwrap()).unwrap());
-        }
-        letters
+        records(&self.dlq).await.iter().map(|r| serde_json::from_slice(r).unwrap()).collect()
     }
 
-    /// Stops bridges and processor, removes the bridges' sessions and the database.
-    async fn stop(self) {
-        for bridge in self.bridges {
+    /// (online, reason) of the status changes the bridge made of the meters' status
+    /// messages, in order.
+    async fn status_changes(&self) -> Vec<(bool, String)> {
+        records(&self.device_events)
+            .await
+            .iter()
+            .map(|r| {
+                let envelope: Envelope<serde_json::Value> = serde_json::from_slice(r).unwrap();
+                match DeviceEvent::from_envelope(&envelope).unwrap() {
+                    DeviceEvent::StatusChanged(change) => (change.online, change.reason.as_str().to_owned()),
+                    other => panic!("not a status change: {other:?}"),
+                }
+            })
+            .collect()
+    }
+
+    /// Stops the bridges (so what they took is in Kafka) and removes their sessions.
+    async fn stop_bridges(&mut self) {
+        for bridge in self.bridges.drain(..) {
             bridge.shutdown.cancel();
             tokio::time::timeout(Duration::from_secs(30), bridge.task)
                 .await
@@ -276,6 +283,11 @@ impl Pipeline {
                 .expect("the bridge stops cleanly");
             discard_session(&bridge.client_id).await;
         }
+    }
+
+    /// Stops bridges and processor, removes the bridges' sessions and the database.
+    async fn stop(mut self) {
+        self.stop_bridges().await;
         self.processor.0.cancel();
         tokio::time::timeout(Duration::from_secs(30), self.processor.1)
             .await
@@ -301,6 +313,28 @@ impl Bridge {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
+}
+
+/// Every record of a one-partition topic, as it stands.
+async fn records(topic: &str) -> Vec<Vec<u8>> {
+    let consumer: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", testkit::kafka_brokers())
+        .set("group.id", testkit::unique_name("sim-test-reader"))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let (_, high) = consumer.fetch_watermarks(topic, 0, Duration::from_secs(10)).unwrap();
+    consumer.subscribe(&[topic]).unwrap();
+    let mut records = Vec::new();
+    while (records.len() as i64) < high {
+        let message = tokio::time::timeout(Duration::from_secs(30), consumer.recv())
+            .await
+            .expect("the topic is readable")
+            .unwrap();
+        records.push(message.payload().unwrap_or_default().to_vec());
+    }
+    records
 }
 
 async fn http_get(port: u16, path: &str) -> Option<String> {
@@ -385,7 +419,7 @@ fn january(household: &str) -> Hourly {
 async fn reboot_reporting_zero_is_a_reset_and_the_energy_is_the_files() {
     let faults =
         FaultConfig { reboots: vec![At::Absolute(ts("2013-01-12T08:00:00Z"))], ..Default::default() };
-    let (pipeline, report, device) = london_january("reboot", "MAC000006", faults, |_| {}).await;
+    let (mut pipeline, report, device) = london_january("reboot", "MAC000006", faults, |_| {}).await;
     assert_eq!(report.counters.reboots, 1);
     assert!(report.complete(), "{report}");
     pipeline.wait_for(report.published() as i64, 0).await;
@@ -410,6 +444,10 @@ async fn reboot_reporting_zero_is_a_reset_and_the_energy_is_the_files() {
     assert_eq!(boots.len(), 2, "two boots: {boots:?}");
     assert_eq!((boots[0].1, boots[1].1), (0, 0), "seq starts over with each boot");
     assert!(pipeline.dead_letters().await.is_empty());
+    // Birth at each boot, goodbye at the end (a shared connection carries no will).
+    pipeline.stop_bridges().await;
+    let online: Vec<bool> = pipeline.status_changes().await.iter().map(|(online, _)| *online).collect();
+    assert_eq!(online, [true, true, false]);
     pipeline.stop().await;
 }
 
@@ -591,7 +629,8 @@ async fn readings_sent_before_sntp_answers_are_flagged_and_stamped_on_arrival() 
     config.to = Some(data_start + SignedDuration::from_secs(20));
     config.interval = Some(Duration::from_secs(1));
     config.speedup = 1.0;
-    let start = Timestamp::from_second(Timestamp::now().as_second() + 2).unwrap();
+    // A few seconds ahead, so connecting does not make the first readings late.
+    let start = Timestamp::from_second(Timestamp::now().as_second() + 5).unwrap();
     config.start_at = Some(StartAt::At(start));
     let report = simulate(&config).await;
     assert_eq!(report.counters.unsynced_published, 5, "{report}");
