@@ -6,8 +6,8 @@ set -euo pipefail
 results=$1 run_dir=$2 mode=$3
 all=$(jq -s . "$results")
 q() { jq -r "$@" <<<"$all"; }
-kv() { sed -n "s/^$1=//p" "$run_dir/machine.txt" | head -n 1; }
-setting() { tr ' ' '\n' <"$run_dir/settings.txt" | sed -n "s/^$1=//p" | tr -d "'" | head -n 1; }
+kv() { sed -n "s/^$1=//p" "$run_dir/machine.txt" | sed -n 1p; }
+setting() { tr ' ' '\n' <"$run_dir/settings.txt" | sed -n "s/^$1=//p" | tr -d "'" | sed -n 1p; }
 
 cat <<EOF
 # smartmeter benchmarks
@@ -42,30 +42,30 @@ echo "## Summary"
 echo
 echo "| # | figure | smartmeter | peer | peer's figure | ratio | goal (issue 8) | met |"
 echo "| --- | --- | --- | --- | --- | --- | --- | --- |"
-if q 'any(.[]; .load == "ingest_summary")' | grep -q true; then
+if [[ $(q 'any(.[]; .load == "ingest_summary")') == true ]]; then
     echo "| 1 | ingest: highest rate held ${duration} s with nothing lost, readings/s ($meters meters) | $(capped ingest_summary)$(num "$ingest") | Mosquitto alone (QoS 1 pub → QoS 1 sub) | $(capped mosquitto_summary)$(num "$mosq") | $(ratio "$ingest" "$mosq") | ≥ 0.5 | $(met "$mosq > 0 && $ingest >= 0.5 * $mosq") |"
     echo "| 1 | | | naive pipe (\`mosquitto_sub \| psql COPY\`) | $(capped naive_summary)$(num "$naive") | $(ratio "$ingest" "$naive") | ≥ 3 | $(met "$naive > 0 && $ingest >= 3 * $naive") |"
     echo "| 1 | | | PostgreSQL \`COPY\` of the same rows (storage limit) | $(num "$copy") | $(ratio "$ingest" "$copy") | — | — |"
 fi
-if q 'any(.[]; .load == "freshness")' | grep -q true; then
+if [[ $(q 'any(.[]; .load == "freshness")') == true ]]; then
     f=$(q '[.[] | select(.load == "freshness")][0]')
     p50=$(jq -r .p50_ms <<<"$f") p99=$(jq -r .p99_ms <<<"$f") frate=$(jq -r .rate <<<"$f")
     echo "| 2 | freshness: publish → hourly rollup in GraphQL, p50 / p99 ms (at $(num "$frate") readings/s) | $(printf '%.0f / %.0f' "$p50" "$p99") | — | — | — | p99 < 1000 ms | $(met "$p99 < 1000") |"
 fi
-if q 'any(.[]; .load == "graphql")' | grep -q true; then
+if [[ $(q 'any(.[]; .load == "graphql")') == true ]]; then
     g=$(q '[.[] | select(.load == "graphql")][0]')
     ours=$(jq -r .query_api.rps <<<"$g") theirs=$(jq -r .postgraphile.rps <<<"$g")
     op99=$(jq -r .query_api.p99_ms <<<"$g") tp99=$(jq -r .postgraphile.p99_ms <<<"$g")
     echo "| 3 | GraphQL \"24 hours of hourly energy of one meter\": req/s | $(num "$ours") | PostGraphile 4.14 | $(num "$theirs") | $(ratio "$ours" "$theirs") | ≥ 2 | $(met "$theirs > 0 && $ours >= 2 * $theirs") |"
     echo "| 3 | same, p99 ms | $(printf '%.2f' "$op99") | PostGraphile 4.14 | $(printf '%.2f' "$tp99") | | < 10 ms | $(met "$op99 < 10") |"
 fi
-if q 'any(.[]; .load == "billing" and .device_months != null)' | grep -q true; then
+if [[ $(q 'any(.[]; .load == "billing" and .device_months != null)') == true ]]; then
     b=$(q '[.[] | select(.load == "billing" and .device_months != null)] | max_by(.meters)')
     echo "| 4 | billing: device-months priced per second on one core (as the worker prices) | $(num "$(jq -r .worker_pricing_per_core <<<"$b")") | — | — | — | ≥ 20,000 | $(met "$(jq -r .worker_pricing_per_core <<<"$b") >= 20000") |"
     echo "| 4 | billing: replay of $(jq -r .months <<<"$b") months × $(jq -r .meters <<<"$b") meters from Kafka, seconds | $(printf '%.1f' "$(jq -r .replay_s <<<"$b")") | — | — | — | ≤ 60 s (12 × 10,000) | $(met "$(jq -r .replay_s <<<"$b") <= 60 && $(jq -r .meters <<<"$b") >= 10000 && $(jq -r .months <<<"$b") >= 12") |"
     echo "| 4 | same replay, device-months/s per core | $(num "$(jq -r .replay_per_core <<<"$b")") | — | — | — | ≥ 20,000 | $(met "$(jq -r .replay_per_core <<<"$b") >= 20000") |"
 fi
-if q 'any(.[]; .load == "memory")' | grep -q true; then
+if [[ $(q 'any(.[]; .load == "memory")') == true ]]; then
     m=$(q '[.[] | select(.load == "memory")][0]')
     prss=$(jq -r '.processor_hwm_kb / 1024' <<<"$m") arss=$(jq -r '.query_api_hwm_kb / 1024' <<<"$m")
     echo "| 5 | memory, $(jq -r .active <<<"$m") active meters: processor peak RSS, MB | $(printf '%.0f' "$prss") | — | — | — | < 150 MB | $(met "$prss < 150") |"
@@ -140,7 +140,7 @@ echo
 q '.[] | select(.load == "copy") | if .skipped then "Skipped: \(.skipped)." else "\(.copied) rows in \(.seconds * 100 | round / 100) s = **\(.rate | round) rows/s** (one `\\copy`, one transaction, primary key and indexes in place)." end'
 
 # --- freshness ---------------------------------------------------------------------------------
-if q 'any(.[]; .load == "freshness")' | grep -q true; then
+if [[ $(q 'any(.[]; .load == "freshness")') == true ]]; then
     cat <<'EOF'
 
 ## 2. Freshness
@@ -157,7 +157,7 @@ EOF
 fi
 
 # --- GraphQL -------------------------------------------------------------------------------------
-if q 'any(.[]; .load == "graphql")' | grep -q true; then
+if [[ $(q 'any(.[]; .load == "graphql")') == true ]]; then
     cat <<'EOF'
 
 ## 3. GraphQL: 24 hours of hourly energy of one meter
@@ -183,7 +183,7 @@ EOF
 fi
 
 # --- billing --------------------------------------------------------------------------------------
-if q 'any(.[]; .load == "billing")' | grep -q true; then
+if [[ $(q 'any(.[]; .load == "billing")') == true ]]; then
     cat <<'EOF'
 
 ## 4. Billing
@@ -204,7 +204,7 @@ EOF
 fi
 
 # --- memory ---------------------------------------------------------------------------------------
-if q 'any(.[]; .load == "memory")' | grep -q true; then
+if [[ $(q 'any(.[]; .load == "memory")') == true ]]; then
     cat <<'EOF'
 
 ## 5. Memory with many active meters
@@ -214,11 +214,12 @@ connections), then query-api serves wrk requests for random meters of the fleet.
 Resident memory from `/proc/<pid>/status` (VmRSS now, VmHWM peak).
 
 EOF
+    q '.[] | select(.load == "memory" and .stored < .published) | "**Not every reading was stored**: \(.published) published, \(.stored) stored after waiting \(.drain_s) s.\n"'
     q '.[] | select(.load == "memory") | "| meters active | readings | processor RSS at start / after / peak MB | query-api RSS at start / after / peak MB | bridge RSS MB |\n| ---: | ---: | --- | --- | ---: |\n| \(.active) of \(.meters) | \(.stored) | \(.processor_rss_kb_start / 1024 | round) / \(.processor_rss_kb / 1024 | round) / \(.processor_hwm_kb / 1024 | round) | \(.query_api_rss_kb_start / 1024 | round) / \(.query_api_rss_kb / 1024 | round) / \(.query_api_hwm_kb / 1024 | round) | \(.bridge_rss_kb / 1024 | round) |\n\nquery-api over the fleet: \(.wrk.rps | round) req/s, p99 \(.wrk.p99_ms) ms, \(.wrk.errors) errors."'
 fi
 
 # --- growth ---------------------------------------------------------------------------------------
-if q 'any(.[]; .load == "growth_summary" or .load == "ingest_summary")' | grep -q true; then
+if [[ $(q 'any(.[]; .load == "growth_summary" or .load == "ingest_summary")') == true ]]; then
     echo
     echo "## 6. Cost growth"
     echo
@@ -229,7 +230,7 @@ if q 'any(.[]; .load == "growth_summary" or .load == "ingest_summary")' | grep -
     q '[.[] | select(.load == "ingest" and .sustained and (.step == "ladder" or (.step | startswith("growth"))))] | group_by(.meters) | .[] | max_by(.rate) |
        "| \(.meters) | \(.rate) | \(((.cpu.bridge + .cpu.processor) / 100 * (.window_s // .seconds) / .published * 1000) * 1000 | round / 1000) | \((.cpu.postgres / 100 * (.window_s // .seconds) / .published * 1000) * 1000 | round / 1000) |"'
     q '.[] | select(.load == "growth_summary" and .ladder_best == 0) | "| \(.meters) | none held | | |"'
-    if q 'any(.[]; .load == "billing" and .device_months != null)' | grep -q true; then
+    if [[ $(q 'any(.[]; .load == "billing" and .device_months != null)') == true ]]; then
         echo
         echo "| billing meters | device-months | replay s | device-months/s | s per 10,000 device-months |"
         echo "| ---: | ---: | ---: | ---: | ---: |"
