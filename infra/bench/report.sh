@@ -31,6 +31,20 @@ num() { awk -v x="$1" 'BEGIN { if (x == "" || x == "null") print "n/a"; else if 
 
 ingest=$(q '[.[] | select(.load == "ingest_summary")][0].sustained_rate // 0')
 capped() { q --arg l "$1" '[.[] | select(.load == $l)][0] | if .capped then "≥ " else "" end'; }
+# bounded_ratio <ours> <theirs> <ours capped> <theirs capped> <goal>: ratio text and "met"
+bounded_ratio() {
+    local r
+    r=$(ratio "$1" "$2")
+    if [[ -n $4 && -z $3 ]]; then
+        printf '≤ %s | %s' "$r" "$(awk -v r="$r" -v g="$5" 'BEGIN { print (r + 0 < g) ? "**no**" : "unknown: the peer held every rate; raise SMARTMETER_BENCH_RATES" }')"
+    elif [[ -n $4 && -n $3 ]]; then
+        printf '%s | unknown: both held every rate; raise SMARTMETER_BENCH_RATES' "$r"
+    elif [[ -n $3 ]]; then
+        printf '≥ %s | %s' "$r" "$(awk -v r="$r" -v g="$5" 'BEGIN { print (r + 0 >= g) ? "yes" : "unknown: smartmeter held every rate; raise SMARTMETER_BENCH_RATES" }')"
+    else
+        printf '%s | %s' "$r" "$(awk -v r="$r" -v g="$5" 'BEGIN { print (r != "n/a" && r + 0 >= g) ? "yes" : "**no**" }')"
+    fi
+}
 mosq=$(q '[.[] | select(.load == "mosquitto_summary")][0].sustained_rate // 0')
 naive=$(q '[.[] | select(.load == "naive_summary")][0].sustained_rate // 0')
 copy=$(q '[.[] | select(.load == "copy" and .rate != null)][0].rate // 0')
@@ -43,8 +57,8 @@ echo
 echo "| # | figure | smartmeter | peer | peer's figure | ratio | goal (issue 8) | met |"
 echo "| --- | --- | --- | --- | --- | --- | --- | --- |"
 if [[ $(q 'any(.[]; .load == "ingest_summary")') == true ]]; then
-    echo "| 1 | ingest: highest rate held ${duration} s with nothing lost, readings/s ($meters meters) | $(capped ingest_summary)$(num "$ingest") | Mosquitto alone (QoS 1 pub → QoS 1 sub) | $(capped mosquitto_summary)$(num "$mosq") | $(ratio "$ingest" "$mosq") | ≥ 0.5 | $(met "$mosq > 0 && $ingest >= 0.5 * $mosq") |"
-    echo "| 1 | | | naive pipe (\`mosquitto_sub \| psql COPY\`) | $(capped naive_summary)$(num "$naive") | $(ratio "$ingest" "$naive") | ≥ 3 | $(met "$naive > 0 && $ingest >= 3 * $naive") |"
+    echo "| 1 | ingest: highest rate held ${duration} s with nothing lost, readings/s ($meters meters) | $(capped ingest_summary)$(num "$ingest") | Mosquitto alone (QoS 1 pub → QoS 1 sub) | $(capped mosquitto_summary)$(num "$mosq") | $(bounded_ratio "$ingest" "$mosq" "$(capped ingest_summary)" "$(capped mosquitto_summary)" 0.5 | sed 's/ | / | ≥ 0.5 | /') |"
+    echo "| 1 | | | naive pipe (\`mosquitto_sub \| psql COPY\`) | $(capped naive_summary)$(num "$naive") | $(bounded_ratio "$ingest" "$naive" "$(capped ingest_summary)" "$(capped naive_summary)" 3 | sed 's/ | / | ≥ 3 | /') |"
     echo "| 1 | | | PostgreSQL \`COPY\` of the same rows (storage limit) | $(num "$copy") | $(ratio "$ingest" "$copy") | — | — |"
 fi
 if [[ $(q 'any(.[]; .load == "freshness")') == true ]]; then
@@ -243,8 +257,9 @@ echo
 echo "## What limits each figure (from this run's CPU accounting)"
 echo
 q '.[] | select(.load == "ingest" or .load == "mosquitto" or .load == "naive") | select(.sustained | not) |
-   "- \(.load) at \(.rate)/s (\(.meters) meters) did not hold: achieved \(.achieved | round)/s, lost \(.lost), backlog \(.lag_at_end); machine \(.cpu.machine) % busy; busiest: " +
-   (.cpu | to_entries | map(select(.key != "machine")) | sort_by(-.value) | .[0:3] | map("\(.key) \(.value) %") | join(", ")) + "."'
+   "- \(.load) at \(.rate)/s (\(.meters) meters) did not hold: achieved \(.achieved | round)/s, lost \(.lost), caught up \(.drain_s) s after publishing ended; machine \(.cpu.machine) % busy; busiest: " +
+   (.cpu | to_entries | map(select(.key != "machine")) | sort_by(-.value) | .[0:3] | map("\(.key) \(.value) %") | join(", ")) +
+   (if .internals then "; processor \(.internals.processor_commit_ms | round) ms per batch of \(.internals.processor_batch_records | round) readings, bridge \(.internals.bridge_produce_ms * 10 | round / 10) ms from MQTT to Kafka confirmed" else "" end) + "."'
 echo
 echo "CPU % is of one core (200 % = both cores of a 2-core machine); postgres is every PostgreSQL process on the machine, kafka and mosquitto the brokers."
 
