@@ -32,6 +32,8 @@ use tokio_util::sync::CancellationToken;
 pub const CHANNEL_CAPACITY: usize = 4_096;
 /// The health component of the live consumer.
 pub const KAFKA: &str = "kafka";
+/// How often the live consumer's lag is measured.
+const LAG_INTERVAL: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LiveTopics {
@@ -67,6 +69,7 @@ pub struct LiveMetrics {
     lagged: IntCounterVec,
     consumer_up: IntGauge,
     assigned_partitions: IntGauge,
+    lag: IntGauge,
     open: IntGaugeVec,
     refused: IntCounterVec,
 }
@@ -102,6 +105,10 @@ impl LiveMetrics {
             "smartmeter_query_api_live_assigned_partitions",
             "Partitions the live consumer reads.",
         ))?;
+        let lag = IntGauge::with_opts(Opts::new(
+            "smartmeter_query_api_live_consumer_lag_records",
+            "Records on the live consumer's partitions not read yet (last known high watermarks).",
+        ))?;
         let open = IntGaugeVec::new(
             Opts::new("smartmeter_graphql_subscriptions_open", "Subscriptions open now, by subscription."),
             &["subscription"],
@@ -119,9 +126,10 @@ impl LiveMetrics {
         registry.register(Box::new(lagged.clone()))?;
         registry.register(Box::new(consumer_up.clone()))?;
         registry.register(Box::new(assigned_partitions.clone()))?;
+        registry.register(Box::new(lag.clone()))?;
         registry.register(Box::new(open.clone()))?;
         registry.register(Box::new(refused.clone()))?;
-        Ok(Self { consumed, undecodable, lagged, consumer_up, assigned_partitions, open, refused })
+        Ok(Self { consumed, undecodable, lagged, consumer_up, assigned_partitions, lag, open, refused })
     }
 }
 
@@ -362,9 +370,19 @@ async fn run_consumer(
     tracing::info!(partitions, telemetry = %topics.telemetry, device_events = %topics.device_events,
         invoices = %topics.invoices, "Live consumer reading from the latest offsets.");
 
+    let mut lag_tick = tokio::time::interval(LAG_INTERVAL);
     loop {
         let message = tokio::select! {
             () = shutdown.cancelled() => return Ok(()),
+            _ = lag_tick.tick() => {
+                let (consumer, gauge) = (consumer.clone(), feeds.metrics.lag.clone());
+                tokio::task::spawn_blocking(move || {
+                    if let Some(lag) = lag(&consumer) {
+                        gauge.set(lag);
+                    }
+                });
+                continue;
+            }
             message = consumer.recv() => message,
         };
         let message = match message {
@@ -411,4 +429,18 @@ async fn run_consumer(
                 "Live record skipped: not decodable.");
         }
     }
+}
+
+/// High watermark minus position over the assigned partitions (a watermark request per
+/// partition); `None` when Kafka does not answer.
+fn lag(consumer: &StreamConsumer) -> Option<i64> {
+    let positions = consumer.position().ok()?;
+    let mut lag = 0;
+    for element in positions.elements() {
+        let Offset::Offset(position) = element.offset() else { continue };
+        let (_, high) =
+            consumer.fetch_watermarks(element.topic(), element.partition(), Duration::from_secs(2)).ok()?;
+        lag += (high - position).max(0);
+    }
+    Some(lag)
 }

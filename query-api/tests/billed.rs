@@ -529,7 +529,7 @@ async fn billing_energy_and_the_seed_rest_api_agree_with_the_csv() {
     let device =
         devices["devices"].as_array().unwrap().iter().find(|d| d["device_id"] == json!(plain)).unwrap();
     assert_eq!(device["time_zone"], "Europe/London");
-    assert_eq!(device["last_seen"].is_string(), true, "{device}");
+    assert!(device["last_seen"].is_string(), "{device}");
 
     let (status, readings) =
         stack.get(Some(DEV_KEY), &format!("/api/devices/{plain}/readings?limit=3")).await;
@@ -807,6 +807,28 @@ async fn subscriptions_carry_the_pipelines_events_over_both_protocols() {
     let expected = (so_far * Decimal::from(28 * 24 * 3600) / Decimal::from(elapsed)).round_dp(6);
     assert_eq!(dec(&update["projectedEnergyKwh"]), expected, "{update}");
     assert!(dec(&update["projectedTotal"]) > dec(&start["billProjection"]["projectedTotal"]));
+    // What an operator sees meanwhile: the subscription open, the live consumer up and
+    // reading, events published by nobody (the API published nothing here).
+    let (status, metrics) = stack.get(Some(DEV_KEY), "/metrics").await;
+    assert_eq!(status, 200);
+    let metrics = metrics.as_str().unwrap().to_owned();
+    let value = |line: &str| -> f64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(line))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {line} in\n{metrics}"))
+    };
+    assert_eq!(value(r#"smartmeter_graphql_subscriptions_open{subscription="bill_projection"}"#), 1.0);
+    assert_eq!(
+        value(r#"smartmeter_graphql_subscriptions_open{subscription="live_readings"}"#),
+        0.0,
+        "stopped ones are closed"
+    );
+    assert_eq!(value("smartmeter_query_api_live_consumer_up"), 1.0);
+    assert!(value(r#"smartmeter_query_api_live_messages_total{topic="telemetry"}"#) >= 2.0);
+    assert!(value(r#"smartmeter_query_api_live_messages_total{topic="invoices"}"#) >= 2.0);
+    assert!(value("smartmeter_graphql_websocket_connections") >= 1.0);
     ws.close().await;
     let readings_after: i64 = db.query_one("SELECT count(*) FROM readings", &[]).await.unwrap().get(0);
     assert_eq!(

@@ -406,6 +406,32 @@ async fn commands_are_validated_published_and_projected() {
     assert_eq!(open["projection"]["slab"], "energy 0-50");
     assert_eq!(dec(&open["projection"]["kwh_to_next_slab"]), Decimal::from(38));
 
+    // An impossible jump (1000 kWh in a minute) is quarantined: shown, never counted.
+    let later = now + jiff::SignedDuration::from_mins(1);
+    support::produce(&stack.topics.telemetry, "kochi-001", &telemetry("kochi-001", later, 1112.0)).await;
+    let window = json!({ "id": "kochi-001", "from": (now - jiff::SignedDuration::from_hours(24)).to_string(),
+        "to": (now + jiff::SignedDuration::from_hours(1)).to_string() });
+    let jumps = eventually(
+        &stack,
+        &operator,
+        "query($id: String!, $from: DateTime!, $to: DateTime!) {
+           quarantinedReadings(deviceId: $id, from: $from, to: $to) { quarantinedKwh reading { counterKwh flags { quarantined counterClass } } }
+           counterEvents(deviceId: $id, from: $from, to: $to) { kind quarantinedKwh countedKwh } }",
+        window,
+        |d| d["quarantinedReadings"].as_array().is_some_and(|q| !q.is_empty()),
+    )
+    .await;
+    let jump = &jumps["quarantinedReadings"][0];
+    assert_eq!(dec(&jump["quarantinedKwh"]), Decimal::from(1000));
+    assert_eq!(jump["reading"]["flags"], json!({ "quarantined": true, "counterClass": "quarantined" }));
+    assert_eq!(dec(&jump["reading"]["counterKwh"]), Decimal::from(1112));
+    let kinds: Vec<&str> =
+        jumps["counterEvents"].as_array().unwrap().iter().map(|e| e["kind"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["quarantined"]);
+    assert_eq!(dec(&jumps["counterEvents"][0]["countedKwh"]), Decimal::ZERO);
+    let still = stack.data(&operator, bill, json!({ "id": "kochi-001" })).await;
+    assert_eq!(dec(&still["billProjection"]["energySoFarKwh"]), Decimal::from(12), "not billed");
+
     // A replay requested through the API is claimed and run by the worker.
     let job = stack.data(&operator, "mutation { startBillingReplay(fromMonth: \"2013-01\", deviceId: \"kochi-001\") { jobId status } }", json!({})).await;
     assert_eq!(job["startBillingReplay"]["status"], "REQUESTED");

@@ -17,8 +17,33 @@ use super::error::{code, code_of};
 /// Operation names that get their own label value; any other name, or none, is
 /// `other`, so clients cannot grow the label set. The project's own clients name
 /// their operations from this list; GraphiQL sends `IntrospectionQuery`.
-pub const KNOWN_OPERATIONS: &[&str] =
-    &["Devices", "Device", "Readings", "HourlyEnergy", "DailyEnergy", "IntrospectionQuery"];
+pub const KNOWN_OPERATIONS: &[&str] = &[
+    "Devices",
+    "Device",
+    "LatestReading",
+    "Readings",
+    "ReadingSeries",
+    "HourlyEnergy",
+    "DailyEnergy",
+    "MonthlyEnergy",
+    "CounterEvents",
+    "BillProjection",
+    "BillingPeriods",
+    "Invoices",
+    "Invoice",
+    "Tariffs",
+    "DeadLetters",
+    "ReplayJob",
+    "Me",
+    "SignIn",
+    "RegisterDevice",
+    "UpdateDevice",
+    "DecommissionDevice",
+    "AssignTariff",
+    "PublishTariffVersion",
+    "StartBillingReplay",
+    "IntrospectionQuery",
+];
 
 const OTHER: &str = "other";
 

@@ -62,7 +62,7 @@ pub struct Api {
 }
 
 pub fn build(api: Api, metrics: GraphqlMetrics) -> ApiSchema {
-    Schema::build(Query::default(), Mutation::default(), Subscription)
+    Schema::build(Query::default(), Mutation, Subscription)
         .data(api)
         // First registered is outermost: metrics see the codes `ErrorCodes` adds.
         .extension(metrics)
