@@ -70,6 +70,10 @@ DATA_DIR=${SMARTMETER_DATA_DIR:-$REPO_DIR/../shared/data}
 export SMARTMETER_DATA_DIR=$DATA_DIR
 
 selected() { [[ $ONLY == all || ,$ONLY, == *,$1,* ]]; }
+for load in ${ONLY//,/ }; do
+    [[ $load =~ ^(all|ingest|freshness|graphql|billing|memory|growth)$ ]] ||
+        die "unknown load '$load' (ingest, freshness, graphql, billing, memory, growth)"
+done
 
 RUN_ID=$(date -u +%Y%m%d%H%M%S)_$$
 RUN_DIR=$STATE/bench/runs/$RUN_ID
