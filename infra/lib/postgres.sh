@@ -38,6 +38,12 @@ postgres_has_timescaledb() {
     compgen -G "$libdir/timescaledb*.so" >/dev/null
 }
 
+# Whether the RUNNING server preloads TimescaleDB (the library may have been installed
+# after it started: then the extension waits for the next restart).
+postgres_timescaledb_loaded() {
+    [[ $(postgres_admin_sql -d postgres -tAc "SHOW shared_preload_libraries") == *timescaledb* ]]
+}
+
 postgres_write_config() {
     local preload="''"
     if postgres_has_timescaledb; then
@@ -90,12 +96,12 @@ postgres_provision() {
             postgres_admin_sql -d postgres -c "CREATE DATABASE $db OWNER $PG_ROLE"
             say "postgres: created database $db"
         fi
-        if postgres_has_timescaledb; then
+        if postgres_timescaledb_loaded; then
             # CREATE EXTENSION timescaledb needs a superuser; the migrations then find it.
             postgres_admin_sql -d "$db" -c "CREATE EXTENSION IF NOT EXISTS timescaledb"
         fi
     done
-    if postgres_has_timescaledb; then
+    if postgres_timescaledb_loaded; then
         # The databases the tests create are copies of template1: with the extension
         # there, they exercise the TimescaleDB path too.
         postgres_admin_sql -d template1 -c "CREATE EXTENSION IF NOT EXISTS timescaledb"
