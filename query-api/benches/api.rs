@@ -207,10 +207,7 @@ async fn hourly_energy(server: &Server, device: &str, args: &Args) {
         println!("| latency p{} | {} |", p.trim_end_matches('%'), find(p));
     }
     println!("| requests | {} |", text.lines().find(|l| l.contains("requests in")).unwrap_or("").trim());
-    println!(
-        "| non-2xx or GraphQL errors | {} |",
-        find("Non-2xx or 3xx responses:").parse::<u64>().unwrap_or(0)
-    );
+    println!("| answers not 200 or with GraphQL errors | {} |", find("graphql_errors"));
     println!(
         "| query-api CPU | {:.0}% of one core |",
         (cpu1 - cpu0) as f64 / ticks_per_second() / wall * 100.0

@@ -766,6 +766,12 @@ async fn subscriptions_carry_the_pipelines_events_over_both_protocols() {
         support::WsClient::connect(&stack.ws_url(), "graphql-transport-ws", json!({}), Some(DEV_KEY)).await;
     assert_eq!(ack["type"], "connection_ack");
     ws.close().await;
+    // `/graphql` itself upgrades too, for clients that use one URL for everything.
+    let same_url = stack.ws_url().trim_end_matches("/ws").to_owned();
+    let (ws, ack) =
+        support::WsClient::connect(&same_url, "graphql-ws", json!({ "token": DEV_KEY }), None).await;
+    assert_eq!(ack["type"], "connection_ack");
+    ws.close().await;
 
     // The live bill projection: February starts empty; each reading on the telemetry
     // topic moves it, while the database stays as it was (no processor runs).
