@@ -26,7 +26,7 @@ const LIMIT: i64 = 1000;
 
 pub async fn run(
     pool: Pool,
-    consumer: Arc<StreamConsumer<OffsetsFromDb>>,
+    consumer: tokio::sync::watch::Receiver<Arc<StreamConsumer<OffsetsFromDb>>>,
     config: Config,
     metrics: Metrics,
     shutdown: CancellationToken,
@@ -36,7 +36,9 @@ pub async fn run(
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(config.housekeeping_interval) => {}
         }
-        let (caught_up, all_caught_up) = caught_up(&consumer, &config.topic).await;
+        let current = consumer.borrow().clone();
+        let (caught_up, all_caught_up) = caught_up(&current, &config.topic).await;
+        drop(current);
         if caught_up.is_empty() {
             continue;
         }

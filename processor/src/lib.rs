@@ -42,9 +42,9 @@ use jiff::tz::TimeZone;
 use jiff::SignedDuration;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use smartmeter_core::energy::Rules;
-use smartmeter_core::service::consumer::{self, LoopMetrics, Settings};
+use smartmeter_core::service::consumer::{self, BatchHandler as _, LoopMetrics, Settings};
 use smartmeter_core::service::health::Health;
-use smartmeter_core::service::offsets::OffsetsFromDb;
+use smartmeter_core::service::offsets::{GroupState, OffsetsFromDb};
 use smartmeter_core::topics;
 use tokio_util::sync::CancellationToken;
 
@@ -123,22 +123,9 @@ pub async fn run(
     let pool = smartmeter_core::service::db::pool(&config.database_url, 4, "processor")?;
     smartmeter_core::service::db::migrate_when_ready(&pool, &health, &shutdown).await?;
 
-    let consumed = config.consumed_topics();
-    let context = OffsetsFromDb::for_topics(
-        pool.clone(),
-        &config.group_id,
-        &consumed,
-        tokio::runtime::Handle::current(),
-    );
-    let mut client_config =
-        smartmeter_core::service::kafka::db_offset_consumer(&config.brokers, &config.group_id);
-    if let Some(instance) = &config.group_instance_id {
-        client_config.set("group.instance.id", instance);
-    }
-    let consumer: Arc<StreamConsumer<OffsetsFromDb>> =
-        Arc::new(client_config.create_with_context(context).context("create Kafka consumer")?);
-    consumer.subscribe(&consumed).context("subscribe")?;
+    let consumer = create_consumer(&config, &pool)?;
     health.up("kafka");
+    let (current_consumer, consumer_watch) = tokio::sync::watch::channel(consumer.clone());
 
     let producer: rdkafka::producer::FutureProducer =
         smartmeter_core::service::kafka::idempotent_producer(&config.brokers, "smartmeter-processor-outbox")
@@ -156,7 +143,7 @@ pub async fn run(
     ));
     let housekeeping_task = tokio::spawn(housekeeping::run(
         pool.clone(),
-        consumer.clone(),
+        consumer_watch,
         config.clone(),
         metrics.clone(),
         stop.clone(),
@@ -167,12 +154,126 @@ pub async fn run(
         records_skipped: Some(metrics.records_skipped.clone()),
         batch_failures: Some(metrics.batch_failures.clone()),
     };
-    let mut ingest = consume::Ingest::new(config, pool, metrics);
-    let result = consumer::run(&consumer, &settings, &mut ingest, &health, &loop_metrics, &shutdown).await;
+    let consumer_restarts = metrics.consumer_restarts.clone();
+    let mut ingest = consume::Ingest::new(config.clone(), pool.clone(), metrics);
+    let mut consumer = consumer;
+    let result = loop {
+        // The batch loop of this consumer runs until shutdown, or until the watchdog
+        // finds its group membership stuck; then a new consumer takes over from the
+        // offsets in the database (nothing uncommitted is lost: it is read again).
+        let this_consumer = stop.child_token();
+        let watchdog = tokio::spawn(watch_membership(consumer.clone(), this_consumer.clone()));
+        let result = consumer::run(&consumer, &settings, &mut ingest, &health, &loop_metrics, &this_consumer)
+            .await
+            .context("seek to stored offsets");
+        this_consumer.cancel();
+        let stuck = watchdog.await.unwrap_or(false);
+        if !stuck || shutdown.is_cancelled() {
+            break result;
+        }
+        consumer_restarts.inc();
+        ingest.reset();
+        let replacement = match create_consumer(&config, &pool) {
+            Ok(replacement) => replacement,
+            Err(error) => break Err(error.context("recreate the Kafka consumer")),
+        };
+        current_consumer.send_replace(replacement.clone());
+        let stuck_consumer = std::mem::replace(&mut consumer, replacement);
+        // Closing a client whose group membership is stuck can block for good: off
+        // the runtime, on a thread of its own.
+        std::thread::spawn(move || drop(stuck_consumer));
+    };
     stop.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(10), outbox_task).await;
     let _ = housekeeping_task.await;
-    result.context("seek to stored offsets")?;
+    result?;
     tracing::info!("Processor stopped.");
     Ok(())
+}
+
+/// How long the group membership may stay unsettled while a broker is reachable
+/// before the consumer is replaced. librdkafka can stay stuck rejoining its group
+/// after the coordinator restarted (seen in `tests/service_restarts.rs`: join state
+/// `wait-unassign-to-complete`, requests to the coordinator never sent); a normal
+/// rebalance settles in seconds.
+const MEMBERSHIP_STUCK_AFTER: Duration = Duration::from_secs(60);
+
+/// Whether `group` has been unsettled too long, at `now`, while a broker was up.
+fn membership_stuck(group: &GroupState, now: std::time::Instant) -> bool {
+    group.join_state != "steady"
+        && group.brokers_up
+        && now.duration_since(group.since) >= MEMBERSHIP_STUCK_AFTER
+}
+
+/// A consumer of the configured topics in the group, offsets from the database,
+/// statistics every 5 s (the watchdog reads the group's join state from them).
+fn create_consumer(
+    config: &Config,
+    pool: &deadpool_postgres::Pool,
+) -> anyhow::Result<Arc<StreamConsumer<OffsetsFromDb>>> {
+    let consumed = config.consumed_topics();
+    let context = OffsetsFromDb::for_topics(
+        pool.clone(),
+        &config.group_id,
+        &consumed,
+        tokio::runtime::Handle::current(),
+    );
+    let mut client_config =
+        smartmeter_core::service::kafka::db_offset_consumer(&config.brokers, &config.group_id);
+    client_config.set("statistics.interval.ms", "5000");
+    if let Some(instance) = &config.group_instance_id {
+        client_config.set("group.instance.id", instance);
+    }
+    let consumer: StreamConsumer<OffsetsFromDb> =
+        client_config.create_with_context(context).context("create Kafka consumer")?;
+    consumer.subscribe(&consumed).context("subscribe")?;
+    Ok(Arc::new(consumer))
+}
+
+/// Cancels `stop` and returns `true` when `consumer`'s group membership has been
+/// unsettled for [`MEMBERSHIP_STUCK_AFTER`] while a broker was reachable; returns
+/// `false` when `stop` is cancelled otherwise.
+async fn watch_membership(consumer: Arc<StreamConsumer<OffsetsFromDb>>, stop: CancellationToken) -> bool {
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return false,
+            _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+        }
+        let Some(group) = consumer.context().group_state() else { continue };
+        if membership_stuck(&group, std::time::Instant::now()) {
+            tracing::warn!(
+                join_state = %group.join_state,
+                for_s = group.since.elapsed().as_secs(),
+                "Consumer group membership stuck while Kafka is reachable; replacing the consumer."
+            );
+            stop.cancel();
+            return true;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn membership_is_stuck_only_when_unsettled_long_with_kafka_reachable() {
+        let since = std::time::Instant::now();
+        let later = since + MEMBERSHIP_STUCK_AFTER;
+        let group =
+            |join_state: &str, brokers_up| GroupState { join_state: join_state.into(), since, brokers_up };
+        assert!(membership_stuck(&group("wait-unassign-to-complete", true), later));
+        assert!(!membership_stuck(
+            &group("wait-unassign-to-complete", true),
+            since + Duration::from_secs(59)
+        ));
+        assert!(
+            !membership_stuck(&group("steady", true), later),
+            "a settled member, with or without partitions"
+        );
+        assert!(
+            !membership_stuck(&group("init", false), later),
+            "Kafka away: a new client would not do better"
+        );
+    }
 }

@@ -23,6 +23,8 @@ pub struct Metrics {
     pub status_changes: IntCounter,
     /// Devices whose energy was rebuilt (new time zone, decommissioning).
     pub rebuilds: IntCounter,
+    /// Kafka consumers replaced because their group membership was stuck.
+    pub consumer_restarts: IntCounter,
 }
 
 #[derive(Debug, Default)]
@@ -104,7 +106,12 @@ impl Metrics {
                 "smartmeter_processor_energy_rebuilds_total",
                 "Devices whose energy was rebuilt from their readings (new time zone, decommissioning).",
             )?,
+            consumer_restarts: IntCounter::new(
+                "smartmeter_processor_consumer_restarts_total",
+                "Kafka consumers replaced because their group membership stayed unsettled while Kafka was reachable.",
+            )?,
         };
+        registry.register(Box::new(metrics.consumer_restarts.clone()))?;
         registry.register(Box::new(metrics.periods.clone()))?;
         registry.register(Box::new(metrics.device_events.clone()))?;
         registry.register(Box::new(metrics.status_changes.clone()))?;

@@ -134,12 +134,14 @@ async fn restarting_mosquitto_kafka_and_postgres_mid_run_loses_nothing() {
         (0.6, Service::Postgres, Duration::from_secs(3)),
     ] {
         acked_share(share).await;
+        let deadline = Instant::now() + Duration::from_secs(180);
         loop {
             let stored = readings(&url).await;
             if stored > flowing_from + 500 {
                 break;
             }
             processor.check_alive();
+            assert!(Instant::now() < deadline, "nothing stored for 180 s before restarting {service:?}");
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
         let before = readings(&url).await;

@@ -10,11 +10,12 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use deadpool_postgres::{Pool, Transaction};
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::KafkaResult;
+use rdkafka::statistics::Statistics;
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tokio::runtime::Handle;
@@ -48,6 +49,20 @@ pub struct OffsetsFromDb {
     positions: Mutex<TopicPositions>,
     /// Bumped on every assignment change; the batch loop drops state from before it.
     generation: AtomicU64,
+    /// From librdkafka's statistics, when the client is configured to emit them
+    /// (`statistics.interval.ms`): see [`Self::group_state`].
+    membership: Mutex<Option<GroupState>>,
+}
+
+/// The consumer group membership as librdkafka's statistics report it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupState {
+    /// librdkafka's join state: `steady` once a member has its assignment.
+    pub join_state: String,
+    /// When `join_state` last changed (as seen in the statistics).
+    pub since: Instant,
+    /// Whether some broker connection was up in the last statistics.
+    pub brokers_up: bool,
 }
 
 impl OffsetsFromDb {
@@ -66,6 +81,7 @@ impl OffsetsFromDb {
             runtime,
             positions: Mutex::new(HashMap::new()),
             generation: AtomicU64::new(0),
+            membership: Mutex::new(None),
         }
     }
 
@@ -167,7 +183,28 @@ impl OffsetsFromDb {
     }
 }
 
-impl ClientContext for OffsetsFromDb {}
+impl OffsetsFromDb {
+    /// The group membership from the newest statistics; `None` until the first (and
+    /// always when the client emits none).
+    pub fn group_state(&self) -> Option<GroupState> {
+        self.membership.lock().expect("membership lock").clone()
+    }
+}
+
+impl ClientContext for OffsetsFromDb {
+    fn stats(&self, statistics: Statistics) {
+        let Some(cgrp) = statistics.cgrp else { return };
+        let brokers_up = statistics.brokers.values().any(|b| b.nodeid >= 0 && b.state == "UP");
+        let mut membership = self.membership.lock().expect("membership lock");
+        match membership.as_mut() {
+            Some(state) if state.join_state == cgrp.join_state => state.brokers_up = brokers_up,
+            _ => {
+                *membership =
+                    Some(GroupState { join_state: cgrp.join_state, since: Instant::now(), brokers_up })
+            }
+        }
+    }
+}
 
 impl ConsumerContext for OffsetsFromDb {
     fn rebalance(&self, consumer: &BaseConsumer<Self>, err: RDKafkaRespErr, tpl: &mut TopicPartitionList) {
