@@ -148,6 +148,8 @@ async fn readings_arrive_intact_at_the_bridge_account() {
     for (device, times) in per_device {
         assert!(times.windows(2).all(|w| w[0] < w[1]), "{device}: arrived out of order or twice");
     }
+    let statuses: Vec<String> = devices.iter().map(|d| format!("smartmeter/{d}/status")).collect();
+    clear_retained(&statuses).await;
 }
 
 #[tokio::test]

@@ -58,10 +58,13 @@ struct Pipeline {
     device_events: String,
     db: TestDatabase,
     bridges: Vec<Bridge>,
+    /// Devices whose bridge has stopped already.
+    stopped_devices: Vec<String>,
     processor: (CancellationToken, JoinHandle<anyhow::Result<()>>),
 }
 
 struct Bridge {
+    device: String,
     client_id: String,
     metrics_port: u16,
     shutdown: CancellationToken,
@@ -140,7 +143,7 @@ impl Pipeline {
             let config = smartmeter_bridge::Config::try_parse_from(args).expect("bridge flags parse");
             let shutdown = CancellationToken::new();
             let task = tokio::spawn(smartmeter_bridge::run(config, shutdown.clone()));
-            let bridge = Bridge { client_id, metrics_port, shutdown, task };
+            let bridge = Bridge { device: device.clone(), client_id, metrics_port, shutdown, task };
             bridge.wait_until_subscribed().await;
             bridges.push(bridge);
         }
@@ -151,6 +154,7 @@ impl Pipeline {
             device_events,
             db,
             bridges,
+            stopped_devices: Vec::new(),
             processor: (shutdown, processor),
         }
     }
@@ -275,6 +279,7 @@ impl Pipeline {
     /// Stops the bridges (so what they took is in Kafka) and removes their sessions.
     async fn stop_bridges(&mut self) {
         for bridge in self.bridges.drain(..) {
+            self.stopped_devices.push(bridge.device.clone());
             bridge.shutdown.cancel();
             tokio::time::timeout(Duration::from_secs(30), bridge.task)
                 .await
@@ -285,9 +290,18 @@ impl Pipeline {
         }
     }
 
-    /// Stops bridges and processor, removes the bridges' sessions and the database.
+    /// Stops bridges and processor, removes the bridges' sessions, the meters' retained
+    /// status messages and the database.
     async fn stop(mut self) {
+        let statuses: Vec<String> = self
+            .bridges
+            .iter()
+            .map(|b| b.device.clone())
+            .chain(self.stopped_devices.drain(..))
+            .map(|d| format!("smartmeter/{d}/status"))
+            .collect();
         self.stop_bridges().await;
+        clear_retained(&statuses).await;
         self.processor.0.cancel();
         tokio::time::timeout(Duration::from_secs(30), self.processor.1)
             .await
@@ -313,6 +327,30 @@ impl Bridge {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
+}
+
+/// Publishes empty retained messages, which remove the retained ones.
+async fn clear_retained(topics: &[String]) {
+    let mut options =
+        rumqttc::MqttOptions::new(testkit::unique_name("sim-test-clear"), mqtt_host(), mqtt_port());
+    options.set_credentials(
+        testkit::env_or("SMARTMETER_MQTT_SIMULATOR_USER", "smartmeter-simulator"),
+        testkit::env_or("SMARTMETER_MQTT_SIMULATOR_PASSWORD", "simulator-dev-only"),
+    );
+    let (client, mut eventloop) = rumqttc::AsyncClient::new(options, 16);
+    for topic in topics {
+        client.publish(topic, rumqttc::QoS::AtLeastOnce, true, Vec::new()).await.unwrap();
+    }
+    let mut acks = 0;
+    while acks < topics.len() {
+        match tokio::time::timeout(Duration::from_secs(5), eventloop.poll()).await {
+            Ok(Ok(rumqttc::Event::Incoming(rumqttc::Packet::PubAck(_)))) => acks += 1,
+            Ok(Ok(_)) => {}
+            _ => break,
+        }
+    }
+    let _ = client.disconnect().await;
+    let _ = tokio::time::timeout(Duration::from_secs(2), eventloop.poll()).await;
 }
 
 /// Every record of a one-partition topic, as it stands.
