@@ -112,6 +112,29 @@ pub fn options(config: &Config) -> MqttOptions {
     options
 }
 
+/// Ends the persistent session of `config`'s client id: the broker drops what it
+/// queued for it and stops queueing. For a bridge (or a test's bridge, whose client id
+/// is its own) taken out of service for good; a bridge that will come back must not do
+/// this, or the messages queued meanwhile are lost.
+pub async fn discard_session(config: &Config) -> Result<(), rumqttc::ConnectionError> {
+    let mut options = options(config);
+    options.set_clean_session(true);
+    let (client, mut eventloop) = rumqttc::AsyncClient::new(options, 8);
+    loop {
+        match tokio::time::timeout(config.mqtt_keep_alive, eventloop.poll()).await {
+            Ok(Ok(rumqttc::Event::Incoming(rumqttc::Packet::ConnAck(_)))) => break,
+            Ok(Ok(_)) => {}
+            Ok(Err(error)) => return Err(error),
+            Err(_) => return Err(rumqttc::ConnectionError::NetworkTimeout),
+        }
+    }
+    let _ = client.disconnect().await;
+    // Send the DISCONNECT; the loop ends with an error once the broker closes.
+    let _ =
+        tokio::time::timeout(Duration::from_secs(2), async { while eventloop.poll().await.is_ok() {} }).await;
+    Ok(())
+}
+
 /// Polls the event loop until `stop` or until a requested disconnect went out.
 pub struct Poller {
     pub eventloop: EventLoop,

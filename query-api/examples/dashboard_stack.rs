@@ -197,33 +197,6 @@ async fn replay_over_mqtt(prefix: &str) -> anyhow::Result<(u64, Vec<String>)> {
     Ok((delivery.confirmed, devices))
 }
 
-/// Removes the bridge's persistent session so the broker stops queueing for it.
-async fn discard_session(client_id: &str) {
-    let (host, port) = mqtt();
-    let mut options = rumqttc::MqttOptions::new(client_id, host, port);
-    options
-        .set_credentials(
-            testkit::env_or("SMARTMETER_MQTT_BRIDGE_USER", "smartmeter-bridge"),
-            testkit::env_or("SMARTMETER_MQTT_BRIDGE_PASSWORD", "bridge-dev-only"),
-        )
-        .set_clean_session(true);
-    let (client, mut eventloop) = rumqttc::AsyncClient::new(options, 8);
-    let connected = tokio::time::timeout(Duration::from_secs(5), async {
-        loop {
-            match eventloop.poll().await {
-                Ok(rumqttc::Event::Incoming(rumqttc::Packet::ConnAck(_))) => return true,
-                Ok(_) => {}
-                Err(_) => return false,
-            }
-        }
-    })
-    .await;
-    if connected == Ok(true) {
-        let _ = client.disconnect().await;
-        let _ = tokio::time::timeout(Duration::from_secs(2), eventloop.poll()).await;
-    }
-}
-
 /// Until SIGTERM, ctrl-c or the end of standard input (the test runner went away).
 async fn until_stopped() {
     let mut term =
@@ -283,9 +256,25 @@ async fn run() -> anyhow::Result<()> {
 
 async fn serve(prefix: &str, brokers: &str, topics: &Topics, db: &TestDatabase) -> anyhow::Result<()> {
     let services = Services { shutdown: CancellationToken::new(), tasks: Vec::new() };
-    let bridge_client_id = format!("{prefix}bridge");
-    let result = start_and_wait(prefix, brokers, topics, db, &bridge_client_id, services).await;
-    discard_session(&bridge_client_id).await;
+    let (mqtt_host, mqtt_port) = mqtt();
+    let bridge = smartmeter_bridge::Config::try_parse_from([
+        "bridge".to_owned(),
+        format!("--mqtt-host={mqtt_host}"),
+        format!("--mqtt-port={mqtt_port}"),
+        format!("--mqtt-user={}", testkit::env_or("SMARTMETER_MQTT_BRIDGE_USER", "smartmeter-bridge")),
+        format!("--mqtt-password={}", testkit::env_or("SMARTMETER_MQTT_BRIDGE_PASSWORD", "bridge-dev-only")),
+        format!("--mqtt-client-id={prefix}bridge"),
+        format!("--kafka-brokers={brokers}"),
+        format!("--telemetry-topic={}", topics.telemetry),
+        format!("--dlq-topic={}", topics.dlq),
+        format!("--device-events-topic={}", topics.device_events),
+        format!("--metrics-addr=127.0.0.1:{}", free_port()),
+        "--clock-floor=2000-01-01T00:00:00Z".to_owned(),
+    ])?;
+    let result = start_and_wait(prefix, brokers, topics, db, bridge.clone(), services).await;
+    if let Err(error) = smartmeter_bridge::mqtt::discard_session(&bridge).await {
+        eprintln!("dashboard-stack: end the bridge's MQTT session: {error}");
+    }
     result
 }
 
@@ -294,26 +283,11 @@ async fn start_and_wait(
     brokers: &str,
     topics: &Topics,
     db: &TestDatabase,
-    bridge_client_id: &str,
+    bridge: smartmeter_bridge::Config,
     mut services: Services,
 ) -> anyhow::Result<()> {
     let shutdown = services.shutdown.clone();
-    let (mqtt_host, mqtt_port) = mqtt();
-    let bridge_metrics_port = free_port();
-    let bridge = smartmeter_bridge::Config::try_parse_from([
-        "bridge".to_owned(),
-        format!("--mqtt-host={mqtt_host}"),
-        format!("--mqtt-port={mqtt_port}"),
-        format!("--mqtt-user={}", testkit::env_or("SMARTMETER_MQTT_BRIDGE_USER", "smartmeter-bridge")),
-        format!("--mqtt-password={}", testkit::env_or("SMARTMETER_MQTT_BRIDGE_PASSWORD", "bridge-dev-only")),
-        format!("--mqtt-client-id={bridge_client_id}"),
-        format!("--kafka-brokers={brokers}"),
-        format!("--telemetry-topic={}", topics.telemetry),
-        format!("--dlq-topic={}", topics.dlq),
-        format!("--device-events-topic={}", topics.device_events),
-        format!("--metrics-addr=127.0.0.1:{bridge_metrics_port}"),
-        "--clock-floor=2000-01-01T00:00:00Z".to_owned(),
-    ])?;
+    let bridge_metrics = bridge.metrics_addr;
     services.tasks.push(("bridge", tokio::spawn(smartmeter_bridge::run(bridge, shutdown.clone()))));
 
     let processor = smartmeter_processor::Config {
@@ -394,7 +368,7 @@ async fn start_and_wait(
     services.tasks.push(("query-api", tokio::spawn(smartmeter_query_api::run(api, shutdown.clone()))));
 
     let ready = async {
-        wait_healthy(&format!("http://127.0.0.1:{bridge_metrics_port}/health")).await?;
+        wait_healthy(&format!("http://{bridge_metrics}/health")).await?;
         wait_healthy(&format!("http://127.0.0.1:{api_port}/health")).await?;
 
         // Through the API, as an administrator would: the tariff, a customer, the

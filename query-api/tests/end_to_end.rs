@@ -98,33 +98,6 @@ async fn replay_over_mqtt(prefix: &str) -> u64 {
     delivery.confirmed
 }
 
-/// Removes the bridge's persistent session so the broker stops queueing for it.
-async fn discard_session(client_id: &str) {
-    let (host, port) = mqtt();
-    let mut options = rumqttc::MqttOptions::new(client_id, host, port);
-    options
-        .set_credentials(
-            testkit::env_or("SMARTMETER_MQTT_BRIDGE_USER", "smartmeter-bridge"),
-            testkit::env_or("SMARTMETER_MQTT_BRIDGE_PASSWORD", "bridge-dev-only"),
-        )
-        .set_clean_session(true);
-    let (client, mut eventloop) = rumqttc::AsyncClient::new(options, 8);
-    let connected = tokio::time::timeout(Duration::from_secs(5), async {
-        loop {
-            match eventloop.poll().await {
-                Ok(rumqttc::Event::Incoming(rumqttc::Packet::ConnAck(_))) => return true,
-                Ok(_) => {}
-                Err(_) => return false,
-            }
-        }
-    })
-    .await;
-    if connected == Ok(true) {
-        let _ = client.disconnect().await;
-        let _ = tokio::time::timeout(Duration::from_secs(2), eventloop.poll()).await;
-    }
-}
-
 async fn count(url: &str, sql: &str) -> i64 {
     let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await.unwrap();
     tokio::spawn(connection);
@@ -178,7 +151,7 @@ async fn london_january_through_every_service_matches_the_csv() {
     let (mqtt_host, mqtt_port) = mqtt();
     let bridge_client_id = format!("{prefix}bridge");
     let bridge_metrics_port = free_port();
-    let bridge = smartmeter_bridge::Config::try_parse_from([
+    let bridge_config = smartmeter_bridge::Config::try_parse_from([
         "bridge".to_owned(),
         format!("--mqtt-host={mqtt_host}"),
         format!("--mqtt-port={mqtt_port}"),
@@ -193,7 +166,7 @@ async fn london_january_through_every_service_matches_the_csv() {
         "--clock-floor=2000-01-01T00:00:00Z".to_owned(),
     ])
     .expect("bridge flags");
-    let bridge = tokio::spawn(smartmeter_bridge::run(bridge, shutdown.clone()));
+    let bridge = tokio::spawn(smartmeter_bridge::run(bridge_config.clone(), shutdown.clone()));
 
     let processor = smartmeter_processor::Config {
         brokers: brokers.clone(),
@@ -344,6 +317,6 @@ async fn london_january_through_every_service_matches_the_csv() {
             .unwrap()
             .unwrap_or_else(|error| panic!("{name} failed: {error:#}"));
     }
-    discard_session(&bridge_client_id).await;
+    smartmeter_bridge::mqtt::discard_session(&bridge_config).await.expect("end the bridge's MQTT session");
     db.drop_database().await.unwrap();
 }

@@ -65,7 +65,7 @@ struct Pipeline {
 
 struct Bridge {
     device: String,
-    client_id: String,
+    config: smartmeter_bridge::Config,
     metrics_port: u16,
     shutdown: CancellationToken,
     task: JoinHandle<anyhow::Result<()>>,
@@ -142,8 +142,8 @@ impl Pipeline {
             args.push(format!("--device-events-topic={device_events}"));
             let config = smartmeter_bridge::Config::try_parse_from(args).expect("bridge flags parse");
             let shutdown = CancellationToken::new();
-            let task = tokio::spawn(smartmeter_bridge::run(config, shutdown.clone()));
-            let bridge = Bridge { device: device.clone(), client_id, metrics_port, shutdown, task };
+            let task = tokio::spawn(smartmeter_bridge::run(config.clone(), shutdown.clone()));
+            let bridge = Bridge { device: device.clone(), config, metrics_port, shutdown, task };
             bridge.wait_until_subscribed().await;
             bridges.push(bridge);
         }
@@ -286,7 +286,9 @@ impl Pipeline {
                 .expect("the bridge stops")
                 .unwrap()
                 .expect("the bridge stops cleanly");
-            discard_session(&bridge.client_id).await;
+            smartmeter_bridge::mqtt::discard_session(&bridge.config)
+                .await
+                .expect("end the bridge's MQTT session");
         }
     }
 
@@ -382,32 +384,6 @@ async fn http_get(port: u16, path: &str) -> Option<String> {
     let mut response = String::new();
     stream.read_to_string(&mut response).await.ok()?;
     Some(response.split_once("\r\n\r\n")?.1.to_owned())
-}
-
-/// Ends the bridge's persistent session so the broker stops queueing for it.
-async fn discard_session(client_id: &str) {
-    let mut options = rumqttc::MqttOptions::new(client_id, mqtt_host(), mqtt_port());
-    options
-        .set_credentials(
-            testkit::env_or("SMARTMETER_MQTT_BRIDGE_USER", "smartmeter-bridge"),
-            testkit::env_or("SMARTMETER_MQTT_BRIDGE_PASSWORD", "bridge-dev-only"),
-        )
-        .set_clean_session(true);
-    let (client, mut eventloop) = rumqttc::AsyncClient::new(options, 8);
-    let connected = tokio::time::timeout(Duration::from_secs(5), async {
-        loop {
-            match eventloop.poll().await {
-                Ok(rumqttc::Event::Incoming(rumqttc::Packet::ConnAck(_))) => return true,
-                Ok(_) => {}
-                Err(_) => return false,
-            }
-        }
-    })
-    .await;
-    if connected == Ok(true) {
-        let _ = client.disconnect().await;
-        let _ = tokio::time::timeout(Duration::from_secs(2), eventloop.poll()).await;
-    }
 }
 
 async fn simulate(config: &Config) -> Report {
