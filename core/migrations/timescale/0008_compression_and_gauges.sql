@@ -15,7 +15,9 @@ ALTER TABLE readings SET (
 
 SELECT add_compression_policy('readings', compress_after => INTERVAL '14 days', if_not_exists => true);
 
--- Gauges per device and 15 minutes for charts over long ranges: sums and counts, not
+-- Gauges (and the energy counted) per device and 15 minutes for charts over long
+-- ranges; query-api's readingSeries reads it when its range and bucket width lie on
+-- the 15-minute grid. Sums and counts, not
 -- averages, so that any multiple of 15 minutes is re-aggregated exactly
 -- (avg = sum / count). Real-time (materialized_only = false): rows not materialized
 -- yet are computed from `readings` at query time, so it always equals the plain query.
@@ -31,7 +33,8 @@ SELECT device_id,
        min(voltage_v)  AS voltage_v_min,
        max(voltage_v)  AS voltage_v_max,
        sum(current_a)  AS current_a_sum,
-       max(current_a)  AS current_a_max
+       max(current_a)  AS current_a_max,
+       sum(counted_milli_wh) AS counted_milli_wh
 FROM readings
 WHERE NOT too_late
 GROUP BY device_id, bucket

@@ -50,11 +50,28 @@ impl StoreError {
 #[derive(Clone)]
 pub struct Store {
     pool: Pool,
+    /// Whether the TimescaleDB gauge aggregate exists (looked up once).
+    gauge_aggregate: std::sync::Arc<tokio::sync::OnceCell<bool>>,
 }
 
 impl Store {
     pub fn new(pool: Pool) -> Self {
-        Self { pool }
+        Self { pool, gauge_aggregate: Default::default() }
+    }
+
+    /// Whether `readings_gauges_15m` exists: migration 8 created it, which happens only
+    /// where TimescaleDB is installed.
+    pub async fn has_gauge_aggregate(&self) -> Result<bool, StoreError> {
+        let found = self
+            .gauge_aggregate
+            .get_or_try_init(|| async {
+                let client = self.pool.get().await?;
+                let row =
+                    client.query_one("SELECT to_regclass('readings_gauges_15m') IS NOT NULL", &[]).await?;
+                Ok::<_, StoreError>(row.get::<_, bool>(0))
+            })
+            .await?;
+        Ok(*found)
     }
 
     pub fn pool(&self) -> &Pool {
