@@ -5,7 +5,7 @@
 REPO_DIR=$(cd "$INFRA_DIR/.." && pwd)
 APP_BIN_DIR=${SMARTMETER_BIN_DIR:-$REPO_DIR/target/release}
 # Stop order: readers before writers.
-APPS=(query-api processor bridge)
+APPS=(query-api billing-worker processor bridge)
 
 app_pid() { pid_from_file "$RUN/$1.pid" "${1:0:15}"; }
 
