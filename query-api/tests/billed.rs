@@ -124,6 +124,17 @@ async fn each_role_is_refused_what_it_may_not_see_or_do() {
     assert_eq!(ids, [a1.as_str(), a2.as_str()]);
     let all = stack.data(&operator, "{ devices { totalCount } }", json!({})).await;
     assert_eq!(all["devices"]["totalCount"], 10, "staff see the whole fleet");
+    // A search does not widen it: another household's id finds nothing, a text all ids
+    // share finds the customer's own two.
+    let search = "query($s: String) { devices(search: $s) { totalCount nodes { deviceId } } }";
+    let found = stack.data(&carol, search, json!({ "s": b1 })).await;
+    assert_eq!(found["devices"], json!({ "totalCount": 0, "nodes": [] }));
+    let found = stack.data(&carol, search, json!({ "s": "mac0000" })).await;
+    assert_eq!(found["devices"]["totalCount"], 2, "{found}");
+    let found = stack.data(&operator, search, json!({ "s": "mac0000" })).await;
+    assert_eq!(found["devices"]["totalCount"], 10, "{found}");
+    let found = stack.data(&operator, search, json!({ "s": b1 })).await;
+    assert_eq!(found["devices"]["nodes"], json!([{ "deviceId": b1 }]));
     let (status, rest) = stack.get(Some(&carol), "/api/devices").await;
     assert_eq!((status, rest["count"].as_i64()), (200, Some(2)), "{rest}");
 

@@ -434,6 +434,96 @@ async fn devices_page_by_cursor_in_id_order() {
 }
 
 #[tokio::test]
+async fn devices_search_by_id_name_or_location() {
+    with_db(|db| async move {
+        insert_devices(&db).await;
+        // Ids and names with LIKE's wildcards in them: they must match only as characters.
+        let client = db.pool.get().await.unwrap();
+        for (id, name) in [("plant_7", Some("50% share")), ("plantx7", None), ("plant\\7", None)] {
+            client
+                .execute(
+                    "INSERT INTO devices (device_id, name, time_zone) VALUES ($1, $2, 'Europe/London')",
+                    &[&id, &name],
+                )
+                .await
+                .unwrap();
+        }
+        let search = |search: Value, extra: &'static str| {
+            let db = db.clone();
+            async move {
+                let query = format!(
+                    "query Devices($search: String) {{ devices(search: $search{extra}) {{
+                        totalCount nodes {{ deviceId }} pageInfo {{ hasNextPage endCursor }} }} }}"
+                );
+                let data = db.data(&query, json!({ "search": search })).await;
+                let ids: Vec<String> = data["devices"]["nodes"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|node| node["deviceId"].as_str().unwrap().to_owned())
+                    .collect();
+                (data["devices"]["totalCount"].as_i64().unwrap(), ids)
+            }
+        };
+        let ids = |list: &[&str]| list.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+
+        // The id, ignoring case, anywhere in it.
+        assert_eq!(search(json!("mac0000"), "").await, (3, ids(&["MAC000002", "MAC000006", "MAC000010"])));
+        assert_eq!(search(json!("0010"), "").await, (1, ids(&["MAC000010"])));
+        // The name and the location.
+        assert_eq!(search(json!("HOUSEHOLD"), "").await, (1, ids(&["MAC000002"])));
+        assert_eq!(search(json!("lond"), "").await, (1, ids(&["MAC000002"])));
+        // Trimmed; blank is no filter.
+        assert_eq!(search(json!("  meter-00 "), "").await, (2, ids(&["meter-001", "meter-002"])));
+        assert_eq!(search(json!("   "), "").await.0, 8);
+        assert_eq!(search(Value::Null, "").await.0, 8);
+        // With the other filters.
+        assert_eq!(search(json!("MAC"), ", lifecycle: REGISTERED").await, (1, ids(&["MAC000002"])));
+        assert_eq!(
+            search(json!("MAC"), ", lifecycle: DISCOVERED").await,
+            (2, ids(&["MAC000006", "MAC000010"]))
+        );
+        assert_eq!(search(json!("MAC"), ", online: true").await, (1, ids(&["MAC000002"])));
+        // `_`, `%` and `\` are characters, not wildcards.
+        assert_eq!(search(json!("t_7"), "").await, (1, ids(&["plant_7"])));
+        assert_eq!(search(json!("50%"), "").await, (1, ids(&["plant_7"])));
+        assert_eq!(search(json!("%"), "").await, (1, ids(&["plant_7"])));
+        assert_eq!(search(json!("t\\7"), "").await, (1, ids(&["plant\\7"])));
+        // Text is a parameter, never SQL.
+        assert_eq!(search(json!("x' OR '1'='1"), "").await, (0, vec![]));
+        assert_eq!(search(json!("'; DROP TABLE devices; --"), "").await, (0, vec![]));
+
+        // Pages with the same cursors: one at a time through the matches.
+        let query = "query Devices($after: String) { devices(first: 1, after: $after, search: \"mac\") {
+            nodes { deviceId } pageInfo { hasNextPage endCursor } } }";
+        let (mut after, mut seen) = (Value::Null, Vec::new());
+        loop {
+            let data = db.data(query, json!({ "after": after })).await;
+            seen.extend(data["devices"]["nodes"].as_array().unwrap().iter().map(|n| n["deviceId"].clone()));
+            if data["devices"]["pageInfo"]["hasNextPage"] == json!(false) {
+                break;
+            }
+            after = data["devices"]["pageInfo"]["endCursor"].clone();
+            assert!(seen.len() < 10, "pagination does not end");
+        }
+        assert_eq!(seen, [json!("MAC000002"), json!("MAC000006"), json!("MAC000010")]);
+
+        // Too long: refused, naming the argument.
+        let long = "m".repeat(101);
+        let body = db
+            .post(json!({
+                "query": "query($s: String) { devices(search: $s) { totalCount } }",
+                "variables": { "s": long },
+            }))
+            .await;
+        assert_eq!(body["errors"][0]["extensions"]["code"], "BAD_USER_INPUT", "{body}");
+        assert_eq!(body["errors"][0]["extensions"]["argument"], "search", "{body}");
+        assert_eq!(search(json!("m".repeat(100)), "").await, (0, vec![]));
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn device_by_id_and_not_found() {
     with_db(|db| async move {
         insert_devices(&db).await;

@@ -19,6 +19,7 @@ use super::error::{code, code_of};
 /// their operations from this list; GraphiQL sends `IntrospectionQuery`.
 pub const KNOWN_OPERATIONS: &[&str] = &[
     "Devices",
+    "MeterSearch",
     "Device",
     "LatestReading",
     "Readings",

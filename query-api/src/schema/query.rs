@@ -3,7 +3,7 @@
 //! `FORBIDDEN`.
 
 use async_graphql::connection::{Connection, Edge, OpaqueCursor};
-use async_graphql::{Context, Object, Result, SimpleObject};
+use async_graphql::{Context, Object, Result};
 use jiff::SignedDuration;
 
 use super::error::ApiError;
@@ -37,10 +37,33 @@ pub const MAX_EVENTS: i32 = 10_000;
 /// Relay cursor over devices: the last device id of the page, opaque to clients.
 pub type DeviceCursor = OpaqueCursor<String>;
 
-#[derive(SimpleObject)]
+/// Longest `search` of `devices`, in characters.
+pub const MAX_SEARCH_CHARS: usize = 100;
+
+/// The connection's own fields. The count is a query of its own, run only when a
+/// client asks for `totalCount`.
 pub struct DeviceConnectionFields {
+    filter: DeviceFilter,
+}
+
+#[Object]
+impl DeviceConnectionFields {
     /// Devices matching the filter (and visible to the caller), all pages.
-    pub total_count: i64,
+    async fn total_count(&self, ctx: &Context<'_>) -> Result<i64> {
+        Ok(api(ctx).store.count_devices(&self.filter).await?)
+    }
+}
+
+/// `search` as the store's filter: trimmed; blank is no filter.
+fn search_text(search: Option<String>) -> Result<Option<String>, ApiError> {
+    let Some(text) = search.as_deref().map(str::trim).filter(|t| !t.is_empty()) else { return Ok(None) };
+    if text.chars().count() > MAX_SEARCH_CHARS {
+        return Err(ApiError::bad_input(
+            "search",
+            format!("search is longer than {MAX_SEARCH_CHARS} characters"),
+        ));
+    }
+    Ok(Some(text.to_owned()))
 }
 
 #[derive(Default)]
@@ -111,6 +134,11 @@ impl DeviceQuery {
         #[graphql(desc = "`endCursor` of the previous page.")] after: Option<String>,
         #[graphql(desc = "Only devices in this lifecycle state.")] lifecycle: Option<Lifecycle>,
         #[graphql(desc = "Only devices online (true) or offline (false).")] online: Option<bool>,
+        #[graphql(desc = "Only devices whose `deviceId`, `name` or `location` contains this text, \
+                          ignoring case (`%` and `_` are plain characters). Leading and trailing \
+                          spaces are ignored; blank is no filter. At most 100 characters. \
+                          Combines with the other filters; pages with the same cursors.")]
+        search: Option<String>,
     ) -> Result<Connection<DeviceCursor, Device, DeviceConnectionFields>> {
         let caller = caller(ctx)?;
         if !(0..=MAX_PAGE_SIZE).contains(&first) {
@@ -128,16 +156,15 @@ impl DeviceQuery {
             customer_id: caller.customer_scope().map(str::to_owned),
             lifecycle: lifecycle.map(Lifecycle::as_db),
             online,
+            contains: search_text(search)?,
         };
-        let store = &api(ctx).store;
-        let rows = store.devices_after(&filter, after.as_deref(), i64::from(first) + 1).await?;
-        let total_count = store.count_devices(&filter).await?;
+        let rows = api(ctx).store.devices_after(&filter, after.as_deref(), i64::from(first) + 1).await?;
         let page_size = usize::try_from(first).unwrap_or(0);
         let has_next_page = rows.len() > page_size;
         let mut connection = Connection::with_additional_fields(
             after.is_some(),
             has_next_page,
-            DeviceConnectionFields { total_count },
+            DeviceConnectionFields { filter },
         );
         connection.edges.extend(
             rows.into_iter()

@@ -5,6 +5,8 @@ use jiff::Timestamp;
 use rust_decimal::Decimal;
 use smartmeter_core::DeviceId;
 
+use tokio_postgres::types::ToSql;
+
 use super::{Store, StoreError};
 
 #[derive(Debug, Clone, PartialEq)]
@@ -39,6 +41,27 @@ pub struct DeviceFilter {
     pub customer_id: Option<String>,
     pub lifecycle: Option<&'static str>,
     pub online: Option<bool>,
+    /// Devices whose id, name or location contains this text, ignoring case; see
+    /// [`contains_pattern`] (what `search` becomes).
+    pub contains: Option<String>,
+}
+
+/// The `ILIKE` pattern of "contains `text`": `%`, `_` and `\` are matched as
+/// themselves (escaped with `\`, `LIKE`'s default escape), the rest as typed. It goes
+/// to PostgreSQL as a parameter, never as SQL text. A pattern of this shape, one
+/// literal between two `%`, is what a trigram index (`pg_trgm`'s `gin_trgm_ops`) on
+/// `device_id`, `name` and `location` answers; without one it is a scan of `devices`.
+pub fn contains_pattern(text: &str) -> String {
+    let mut pattern = String::with_capacity(text.len() + 2);
+    pattern.push('%');
+    for c in text.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            pattern.push('\\');
+        }
+        pattern.push(c);
+    }
+    pattern.push('%');
+    pattern
 }
 
 const DEVICE_COLUMNS: &str = "d.device_id, d.name, d.location, d.time_zone, d.lifecycle, d.tariff_id, \
@@ -52,6 +75,30 @@ const DEVICE_FROM: &str = "FROM devices d LEFT JOIN customers c ON c.customer_id
 const FILTER: &str = "($1::text IS NULL OR d.customer_id = $1) \
      AND ($2::text IS NULL OR d.lifecycle = $2) \
      AND ($3::boolean IS NULL OR d.online = $3)";
+
+/// The text search of [`DeviceFilter::contains`] on parameter `$4` (the pattern). Only
+/// added to the statement when there is a search: a plain `col ILIKE $4` (not
+/// `$4 IS NULL OR ...`) is what the planner can answer from an index.
+const CONTAINS: &str = " AND (d.device_id ILIKE $4 OR d.name ILIKE $4 OR d.location ILIKE $4)";
+
+impl DeviceFilter {
+    /// The statement's `WHERE` conditions (constant text) and the parameters `$1..$3`
+    /// or `$1..$4` they use.
+    fn conditions(&self) -> (String, Vec<Box<dyn ToSql + Sync + Send>>) {
+        let mut params: Vec<Box<dyn ToSql + Sync + Send>> =
+            vec![Box::new(self.customer_id.clone()), Box::new(self.lifecycle), Box::new(self.online)];
+        let mut sql = FILTER.to_owned();
+        if let Some(text) = &self.contains {
+            sql.push_str(CONTAINS);
+            params.push(Box::new(contains_pattern(text)));
+        }
+        (sql, params)
+    }
+}
+
+fn param_refs(params: &[Box<dyn ToSql + Sync + Send>]) -> Vec<&(dyn ToSql + Sync)> {
+    params.iter().map(|p| p.as_ref() as &(dyn ToSql + Sync)).collect()
+}
 
 fn device_row(row: &tokio_postgres::Row) -> Result<DeviceRow, tokio_postgres::Error> {
     Ok(DeviceRow {
@@ -87,21 +134,24 @@ impl Store {
         limit: i64,
     ) -> Result<Vec<DeviceRow>, StoreError> {
         let client = self.pool.get().await?;
+        let (conditions, mut params) = filter.conditions();
+        let (after_param, limit_param) = (params.len() + 1, params.len() + 2);
         let sql = format!(
             "SELECT {DEVICE_COLUMNS} {DEVICE_FROM}
-             WHERE {FILTER} AND ($4::text IS NULL OR d.device_id > $4)
-             ORDER BY d.device_id LIMIT $5"
+             WHERE {conditions} AND (${after_param}::text IS NULL OR d.device_id > ${after_param})
+             ORDER BY d.device_id LIMIT ${limit_param}"
         );
-        let rows = client
-            .query(&sql, &[&filter.customer_id, &filter.lifecycle, &filter.online, &after, &limit])
-            .await?;
+        params.push(Box::new(after.map(str::to_owned)));
+        params.push(Box::new(limit));
+        let rows = client.query(&sql, &param_refs(&params)).await?;
         Ok(rows.iter().map(device_row).collect::<Result<_, _>>()?)
     }
 
     pub async fn count_devices(&self, filter: &DeviceFilter) -> Result<i64, StoreError> {
         let client = self.pool.get().await?;
-        let sql = format!("SELECT count(*) {DEVICE_FROM} WHERE {FILTER}");
-        let row = client.query_one(&sql, &[&filter.customer_id, &filter.lifecycle, &filter.online]).await?;
+        let (conditions, params) = filter.conditions();
+        let sql = format!("SELECT count(*) {DEVICE_FROM} WHERE {conditions}");
+        let row = client.query_one(&sql, &param_refs(&params)).await?;
         Ok(row.try_get(0)?)
     }
 
@@ -129,5 +179,29 @@ impl Store {
             .query("SELECT device_id FROM devices WHERE customer_id = $1 ORDER BY device_id", &[&customer_id])
             .await?;
         Ok(rows.iter().map(|row| row.try_get(0)).collect::<Result<_, _>>()?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_pattern_matches_the_text_as_typed() {
+        assert_eq!(contains_pattern("MAC000024"), "%MAC000024%");
+        // LIKE's wildcards and its escape character stand for themselves.
+        assert_eq!(contains_pattern("50%_off\\x"), "%50\\%\\_off\\\\x%");
+        assert_eq!(contains_pattern("Zürich"), "%Zürich%");
+    }
+
+    #[test]
+    fn the_search_is_only_in_the_statement_when_asked_for() {
+        let (plain, params) = DeviceFilter::default().conditions();
+        assert!(!plain.contains("ILIKE"));
+        assert_eq!(params.len(), 3);
+        let filter = DeviceFilter { contains: Some("x".into()), ..Default::default() };
+        let (searched, params) = filter.conditions();
+        assert!(searched.ends_with(CONTAINS));
+        assert_eq!(params.len(), 4);
     }
 }
