@@ -19,6 +19,8 @@ set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
 # shellcheck source=lib/apps.sh
 . "$INFRA_DIR/lib/apps.sh"
+# shellcheck source=lib/mosquitto.sh
+. "$INFRA_DIR/lib/mosquitto.sh"
 
 MODE=full
 ONLY=all
@@ -152,13 +154,13 @@ free_port() {
 }
 
 # --- the benchmark's own broker --------------------------------------------------------
-# infra's Mosquitto with infra's config and ACL, started by infra/up.sh with a state
-# directory and a port of this run (runs side by side never share one).
+# infra's Mosquitto with infra's config and ACL (lib/mosquitto.sh's mosquitto_private),
+# with a state directory and a port of this run (runs side by side never share one).
 BROKER_STATE=$RUN_DIR/broker
 bench_broker() { # up | down
-    SMARTMETER_STATE_DIR=$BROKER_STATE SMARTMETER_MQTT_PORT=$BENCH_MQTT_PORT "$INFRA_DIR/$1.sh" mosquitto
+    mosquitto_private "$1" "$BROKER_STATE" "$BENCH_MQTT_PORT"
 }
-bench_broker_pid() { cat "$BROKER_STATE/run/mosquitto.pid" 2>/dev/null; }
+bench_broker_pid() { mosquitto_private pid "$BROKER_STATE"; }
 discard_session() { # a clean-session connect removes a persistent session and its queue
     mosquitto_sub "${mqtt_bridge_auth[@]}" -i "$1" -t smartmeter/bench-none/telemetry -E >/dev/null 2>&1 || true
 }

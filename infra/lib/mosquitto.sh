@@ -114,3 +114,27 @@ mosquitto_status() {
     printf '%-11s stopped\n' mosquitto
     return 1
 }
+
+# A broker of one's own beside the shared one: this Mosquitto with this config, ACL and
+# accounts (env.sh's), listening on <port>, with its config, persistence, log and pid
+# under <state dir> (up.sh and down.sh run with that state directory and port). For
+# benchmarks and test stacks that must neither see other people's messages nor leave
+# theirs (retained status messages, queued sessions) on the shared broker.
+#   mosquitto_private up <state dir> <port>   start it; returns once a round trip works
+#   mosquitto_private down <state dir>        stop it (the state directory stays)
+#   mosquitto_private pid <state dir>         its pid, when it runs
+# A port that is already taken is refused (up.sh would stop a Mosquitto found there).
+mosquitto_private() {
+    local action=${1:-} dir=${2:-} port=${3:-}
+    [[ -n $dir ]] || die "mosquitto_private $action: a state directory is needed"
+    case $action in
+        up)
+            [[ $port =~ ^[0-9]+$ ]] || die "mosquitto_private up: a port is needed"
+            port_open "$port" && die "mosquitto_private up: port $port is in use"
+            SMARTMETER_STATE_DIR=$dir SMARTMETER_MQTT_PORT=$port "$INFRA_DIR/up.sh" mosquitto
+            ;;
+        down) SMARTMETER_STATE_DIR=$dir "$INFRA_DIR/down.sh" mosquitto ;;
+        pid) pid_from_file "$dir/run/mosquitto.pid" mosquitto ;;
+        *) die "mosquitto_private: up, down or pid, not '$action'" ;;
+    esac
+}
