@@ -1,22 +1,35 @@
 //! The stack the dashboard's browser tests run against (`query-api/dashboard/tests`),
-//! in this one process, on the real Mosquitto, Kafka and PostgreSQL of `infra/up.sh`:
-//! a database and Kafka topics of its own, the bridge, the processor, the billing
-//! worker and the query API serving the built dashboard. First the set-up an
-//! administrator would do through the API: a tariff (the Ofgem cap rates, re-dated to
-//! 2012), a customer owning two meters, nine meters registered on the tariff (one left
-//! discovered), keys for an operator and the customer. Then the ten London households
-//! of January 2013 (`shared/data`) are replayed over MQTT with the simulator's account;
-//! January closes and the worker issues the invoices.
+//! in this one process, on the real Kafka and PostgreSQL of `infra/up.sh` and a
+//! Mosquitto of its own: a database and Kafka topics of its own, the bridge, the
+//! processor, the billing worker and the query API serving the built dashboard.
+//!
+//! The broker is the project's Mosquitto with the project's config, ACL and accounts,
+//! started on a free port with a state directory of its own (`mosquitto_private` of
+//! `infra/lib/mosquitto.sh`, as the benchmarks do). The shared broker on 1883 carries
+//! other people's traffic: its retained status messages (21,079 once, left by
+//! benchmarks and simulator checks) each became a discovered meter of this stack, and
+//! the meter picker, which then listed the first 1000 ids, lost the stack's meters.
+//!
+//! First the set-up an administrator would do through the API: a tariff (the Ofgem cap
+//! rates, re-dated to 2012), a customer owning two meters, nine meters registered on the
+//! tariff (one left discovered), keys for an operator and the customer. Then
+//! [`UNREGISTERED_FLEET`] meters nobody registered say `online` on their status topics
+//! (a fleet larger than any one page, whose ids sort before the households'), and the
+//! ten London households of January 2013 (`shared/data`) are replayed over MQTT with
+//! the simulator's account; January closes and the worker issues the invoices.
 //!
 //! When everything is ready it prints one line, `DASHBOARD_STACK {json}` (URL, device
-//! ids, API keys per role, topics, database URL), then runs until SIGTERM, ctrl-c or
-//! its standard input closes, and cleans up: services stopped, the bridge's MQTT
-//! session discarded, the database dropped.
+//! ids, API keys per role, the broker and its simulator account, topics, database
+//! URL), then runs until SIGTERM, ctrl-c or its standard input closes, and cleans up:
+//! services stopped, the database dropped, the broker stopped and its state removed. A
+//! later stack removes the broker of one that was killed.
 //!
 //! ```sh
 //! . infra/env.sh && cargo run -p smartmeter-query-api --example dashboard_stack
 //! ```
 
+use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -26,6 +39,7 @@ use serde_json::json;
 use smartmeter_core::billing::TariffDocument;
 use smartmeter_core::service::health::Health;
 use smartmeter_core::service::testkit::{self, TestDatabase};
+use smartmeter_core::status::status_topic;
 use smartmeter_core::telemetry::telemetry_topic;
 use smartmeter_core::{topics, DeviceId};
 use tokio::io::AsyncReadExt as _;
@@ -48,6 +62,11 @@ const SLAB_HOUSEHOLD: &str = "MAC000024";
 const SLAB_TARIFF_REDATED: &str = "tpddl-domestic-redated";
 /// The customer account's meters (the customer's key sees these only).
 const CUSTOMER_HOUSEHOLDS: [&str; 2] = ["MAC000002", "MAC000006"];
+/// Meters that announce themselves on their status topics and are never registered:
+/// more than the 1000 devices of one API page. Their ids (`<prefix>000-unregistered-N`)
+/// sort before the households' (`<prefix>MAC…`), as the shared broker's leftovers did.
+const UNREGISTERED_FLEET: usize = 1_500;
+const UNREGISTERED_INFIX: &str = "000-unregistered-";
 const WAIT: Duration = Duration::from_secs(300);
 
 /// GraphQL over HTTP with a bearer token.
@@ -112,10 +131,110 @@ fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-fn mqtt() -> (String, u16) {
-    let host = testkit::env_or("SMARTMETER_MQTT_HOST", "127.0.0.1");
-    let port = testkit::env_or("SMARTMETER_MQTT_PORT", "1883").parse().expect("SMARTMETER_MQTT_PORT");
-    (host, port)
+/// `infra/` of this source tree.
+const INFRA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../infra");
+/// State directories of the stacks' brokers: this and the stack's process id.
+const BROKER_STATE_PREFIX: &str = "smartmeter-dashboard-mqtt-";
+const BROKER_HOST: &str = "127.0.0.1";
+
+/// The stack's own Mosquitto (see the module's documentation).
+#[derive(Debug, Clone)]
+struct Broker {
+    state_dir: PathBuf,
+    port: u16,
+}
+
+impl Broker {
+    /// `mosquitto_private <args>` of `infra/lib/mosquitto.sh`.
+    fn private(args: &[&str]) -> anyhow::Result<()> {
+        let script = r#"infra=$1; shift; . "$infra/lib/common.sh" && . "$infra/lib/mosquitto.sh" && mosquitto_private "$@""#;
+        let output = Command::new("bash")
+            .args(["-c", script, "mosquitto_private", INFRA])
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .context("run bash")?;
+        anyhow::ensure!(
+            output.status.success(),
+            "mosquitto_private {}: {}{}",
+            args.join(" "),
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        Ok(())
+    }
+
+    /// Starts the broker on a free port (another try if the port was taken meanwhile).
+    fn start() -> anyhow::Result<Self> {
+        Self::sweep();
+        let state_dir = std::env::temp_dir().join(format!("{BROKER_STATE_PREFIX}{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&state_dir);
+        let dir = state_dir.to_str().context("a UTF-8 temporary directory")?;
+        let mut attempt = 0;
+        loop {
+            let port = free_port();
+            match Self::private(&["up", dir, &port.to_string()]) {
+                Ok(()) => return Ok(Self { state_dir, port }),
+                Err(error) if attempt < 2 => {
+                    eprintln!("dashboard-stack: private broker on {port}: {error:#}; another port");
+                    let _ = Self::private(&["down", dir]);
+                    attempt += 1;
+                }
+                Err(error) => return Err(error.context("start the stack's Mosquitto")),
+            }
+        }
+    }
+
+    /// Stops the broker and removes its state (persistence, retained messages, log).
+    fn stop(&self) {
+        Self::stop_dir(&self.state_dir);
+    }
+
+    fn stop_dir(state_dir: &Path) {
+        if let Some(dir) = state_dir.to_str() {
+            if let Err(error) = Self::private(&["down", dir]) {
+                eprintln!("dashboard-stack: stop the private broker: {error:#}");
+            }
+        }
+        let _ = std::fs::remove_dir_all(state_dir);
+    }
+
+    /// Brokers of stacks whose process is gone (killed before they cleaned up).
+    fn sweep() {
+        let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else { return };
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let Some(pid) = name.to_str().and_then(|n| n.strip_prefix(BROKER_STATE_PREFIX)) else { continue };
+            let Ok(pid) = pid.parse::<u32>() else { continue };
+            if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
+                eprintln!("dashboard-stack: removing the broker of stack {pid}, which is gone");
+                Self::stop_dir(&entry.path());
+            }
+        }
+    }
+
+    /// The simulator's account: it may publish every meter's telemetry and status.
+    fn simulator_account() -> (String, String) {
+        (
+            testkit::env_or("SMARTMETER_MQTT_SIMULATOR_USER", "smartmeter-simulator"),
+            testkit::env_or("SMARTMETER_MQTT_SIMULATOR_PASSWORD", "simulator-dev-only"),
+        )
+    }
+
+    async fn publisher(&self, client_id: String) -> anyhow::Result<meter_simulator::publish::MqttPublisher> {
+        let (user, password) = Self::simulator_account();
+        let config = meter_simulator::publish::MqttConfig {
+            host: BROKER_HOST.to_owned(),
+            port: self.port,
+            username: Some(user),
+            password: Some(password),
+            client_id,
+            max_inflight: 100,
+            connect_timeout: Duration::from_secs(10),
+            keep_alive: Duration::from_secs(30),
+        };
+        Ok(meter_simulator::publish::MqttPublisher::connect(&config).await?)
+    }
 }
 
 async fn connect(url: &str) -> anyhow::Result<tokio_postgres::Client> {
@@ -166,23 +285,27 @@ fn london_tariff() -> anyhow::Result<TariffDocument> {
     Ok(serde_json::from_value(version)?)
 }
 
+/// [`UNREGISTERED_FLEET`] meters say `online` on their status topics (the bridge turns
+/// each into a DeviceStatusChanged; the processor lists the meter as discovered).
+async fn announce_unregistered_fleet(broker: &Broker, prefix: &str) -> anyhow::Result<Vec<String>> {
+    let mut publisher = broker.publisher(format!("{prefix}fleet")).await?;
+    let mut devices = Vec::with_capacity(UNREGISTERED_FLEET);
+    for n in 1..=UNREGISTERED_FLEET {
+        let device = DeviceId::parse(&format!("{prefix}{UNREGISTERED_INFIX}{n:04}"))?;
+        publisher.publish(status_topic(&device), b"online".to_vec()).await?;
+        devices.push(device.to_string());
+    }
+    let delivery = publisher.finish(Duration::from_secs(60)).await;
+    anyhow::ensure!(delivery.confirmed == delivery.sent, "Mosquitto acknowledged {delivery:?}");
+    Ok(devices)
+}
+
 /// Every household over MQTT with the simulator's account; returns the readings sent.
-async fn replay_over_mqtt(prefix: &str) -> anyhow::Result<(u64, Vec<String>)> {
-    use meter_simulator::{counter, london, payload, publish};
+async fn replay_over_mqtt(broker: &Broker, prefix: &str) -> anyhow::Result<(u64, Vec<String>)> {
+    use meter_simulator::{counter, london, payload};
 
     let dataset = london::load(&[LONDON_JANUARY]).context("the London file in shared/data")?;
-    let (host, port) = mqtt();
-    let config = publish::MqttConfig {
-        host,
-        port,
-        username: Some(testkit::env_or("SMARTMETER_MQTT_SIMULATOR_USER", "smartmeter-simulator")),
-        password: Some(testkit::env_or("SMARTMETER_MQTT_SIMULATOR_PASSWORD", "simulator-dev-only")),
-        client_id: format!("{prefix}sim"),
-        max_inflight: 100,
-        connect_timeout: Duration::from_secs(10),
-        keep_alive: Duration::from_secs(30),
-    };
-    let mut publisher = publish::MqttPublisher::connect(&config).await?;
+    let mut publisher = broker.publisher(format!("{prefix}sim")).await?;
     let mut devices = Vec::new();
     for meter in &dataset.meters {
         let device = DeviceId::parse(&format!("{prefix}{}", meter.device_id))?;
@@ -246,21 +369,34 @@ async fn run() -> anyhow::Result<()> {
     let prefix = format!("{}-", testkit::unique_name("dash").replace(['_', '.'], "x"));
     let brokers = testkit::kafka_brokers();
     let topics = Topics::create(&brokers).await?;
-    let db = TestDatabase::create("dashboard").await?;
-    let result = serve(&prefix, &brokers, &topics, &db).await;
+    let broker = tokio::task::spawn_blocking(Broker::start).await??;
+    let db = match TestDatabase::create("dashboard").await {
+        Ok(db) => db,
+        Err(error) => {
+            tokio::task::spawn_blocking(move || broker.stop()).await?;
+            return Err(error);
+        }
+    };
+    let result = serve(&prefix, &brokers, &topics, &db, &broker).await;
     if let Err(error) = db.drop_database().await {
         eprintln!("dashboard-stack: drop the database: {error:#}");
     }
+    tokio::task::spawn_blocking(move || broker.stop()).await?;
     result
 }
 
-async fn serve(prefix: &str, brokers: &str, topics: &Topics, db: &TestDatabase) -> anyhow::Result<()> {
+async fn serve(
+    prefix: &str,
+    brokers: &str,
+    topics: &Topics,
+    db: &TestDatabase,
+    broker: &Broker,
+) -> anyhow::Result<()> {
     let services = Services { shutdown: CancellationToken::new(), tasks: Vec::new() };
-    let (mqtt_host, mqtt_port) = mqtt();
     let bridge = smartmeter_bridge::Config::try_parse_from([
         "bridge".to_owned(),
-        format!("--mqtt-host={mqtt_host}"),
-        format!("--mqtt-port={mqtt_port}"),
+        format!("--mqtt-host={BROKER_HOST}"),
+        format!("--mqtt-port={}", broker.port),
         format!("--mqtt-user={}", testkit::env_or("SMARTMETER_MQTT_BRIDGE_USER", "smartmeter-bridge")),
         format!("--mqtt-password={}", testkit::env_or("SMARTMETER_MQTT_BRIDGE_PASSWORD", "bridge-dev-only")),
         format!("--mqtt-client-id={prefix}bridge"),
@@ -271,11 +407,8 @@ async fn serve(prefix: &str, brokers: &str, topics: &Topics, db: &TestDatabase) 
         format!("--metrics-addr=127.0.0.1:{}", free_port()),
         "--clock-floor=2000-01-01T00:00:00Z".to_owned(),
     ])?;
-    let result = start_and_wait(prefix, brokers, topics, db, bridge.clone(), services).await;
-    if let Err(error) = smartmeter_bridge::mqtt::discard_session(&bridge).await {
-        eprintln!("dashboard-stack: end the bridge's MQTT session: {error}");
-    }
-    result
+    // The bridge's persistent session goes with the broker's state when the stack stops.
+    start_and_wait(prefix, brokers, topics, db, broker, bridge, services).await
 }
 
 async fn start_and_wait(
@@ -283,6 +416,7 @@ async fn start_and_wait(
     brokers: &str,
     topics: &Topics,
     db: &TestDatabase,
+    broker: &Broker,
     bridge: smartmeter_bridge::Config,
     mut services: Services,
 ) -> anyhow::Result<()> {
@@ -460,7 +594,16 @@ async fn start_and_wait(
             "operator": operator["createApiKey"]["token"],
             "customer": customer["createApiKey"]["token"],
         });
-        let (sent, replayed) = replay_over_mqtt(prefix).await?;
+        let unregistered = announce_unregistered_fleet(broker, prefix).await?;
+        wait_for(
+            &db.url,
+            &format!(
+                "SELECT count(*) FROM devices WHERE lifecycle = 'discovered' AND device_id LIKE '{prefix}{UNREGISTERED_INFIX}%'"
+            ),
+            unregistered.len() as i64,
+        )
+        .await?;
+        let (sent, replayed) = replay_over_mqtt(broker, prefix).await?;
         anyhow::ensure!(replayed == devices, "the replay's meters are the file's");
         let like = format!("SELECT count(*) FROM readings WHERE device_id LIKE '{prefix}%'");
         wait_for(&db.url, &like, sent as i64).await?;
@@ -477,13 +620,13 @@ async fn start_and_wait(
             devices.len() as i64,
         )
         .await?;
-        anyhow::Ok((sent, devices, tokens, customer_id, customer_devices))
+        anyhow::Ok((sent, devices, tokens, customer_id, customer_devices, unregistered))
     };
     let outcome = tokio::select! {
         outcome = ready => outcome,
         () = until_stopped() => Err(anyhow::anyhow!("stopped before the stack was ready")),
     };
-    let (readings, devices, tokens, customer_id, customer_devices) = match outcome {
+    let (readings, devices, tokens, customer_id, customer_devices, unregistered) = match outcome {
         Ok(ready) => ready,
         Err(error) => {
             services.stop().await;
@@ -505,6 +648,14 @@ async fn start_and_wait(
         "slabTariffId": slab_tariff_id,
         "slabDevice": format!("{prefix}{SLAB_HOUSEHOLD}"),
         "readings": readings,
+        "unregisteredDevices": { "count": unregistered.len(), "first": unregistered.first(), "last": unregistered.last() },
+        // The stack's own broker: what the tests publish goes here.
+        "mqtt": {
+            "host": BROKER_HOST,
+            "port": broker.port,
+            "simulatorUser": Broker::simulator_account().0,
+            "simulatorPassword": Broker::simulator_account().1,
+        },
         "databaseUrl": db.url,
         "topics": {
             "telemetry": topics.telemetry,
@@ -517,10 +668,13 @@ async fn start_and_wait(
     println!("DASHBOARD_STACK {line}");
     until_stopped().await;
     // A safety net: whatever hangs in the shutdown, the process is gone in a minute (the
-    // database of a killed stack would stay behind).
-    std::thread::spawn(|| {
+    // database of a killed stack would stay behind; its broker is stopped here, or by the
+    // next stack).
+    let broker = broker.clone();
+    std::thread::spawn(move || {
         std::thread::sleep(Duration::from_secs(60));
         eprintln!("dashboard-stack: shutdown took over 60 s; exiting");
+        broker.stop();
         std::process::exit(1);
     });
     services.stop().await;
