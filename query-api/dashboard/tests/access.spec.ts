@@ -1,17 +1,22 @@
 // Roles: a customer sees only its meters; a wrong key is refused at sign-in.
 
 import { expect, test } from "@playwright/test";
-import { screenshot, signIn, stack } from "./helpers";
+import { pickerOptions, screenshot, signIn, stack } from "./helpers";
 
 test("a customer sees only its own meters", async ({ page }) => {
   const { customerDevices, devices } = stack();
   await signIn(page, "customer");
   await expect(page.getByTestId("who")).toContainText("customer");
-  const options = page.getByTestId("meter-picker").locator("option[value]:not([value=''])");
+  // The picker offers its meters only, also when searching for another's.
+  await page.getByTestId("meter-picker").click();
+  const options = page.getByTestId("meter-picker-menu").locator("[data-device-id]");
   await expect(options).toHaveCount(customerDevices.length);
-  expect((await options.evaluateAll((els) => els.map((e) => (e as HTMLOptionElement).value))).sort()).toEqual(
-    [...customerDevices].sort(),
-  );
+  expect((await pickerOptions(page)).sort()).toEqual([...customerDevices].sort());
+  const others = devices.find((d) => !customerDevices.includes(d))!;
+  await page.getByTestId("meter-picker").fill(others.slice(stack().prefix.length));
+  await expect(page.getByTestId("meter-picker-none")).toBeVisible();
+  await expect(options).toHaveCount(0);
+  await page.getByTestId("meter-picker").press("Escape");
   await page.getByRole("link", { name: "Devices" }).click();
   await expect(page.locator("[data-testid^=device-row-]")).toHaveCount(customerDevices.length);
   await expect(page.getByTestId("add-device")).toHaveCount(0);

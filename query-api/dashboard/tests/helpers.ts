@@ -18,6 +18,10 @@ export interface Stack {
   readings: number;
   databaseUrl: string;
   tokens?: Record<string, string>;
+  /** The stack's own Mosquitto (never the shared one) and the simulator's account there. */
+  mqtt: { host: string; port: number; simulatorUser: string; simulatorPassword: string };
+  /** Meters that announced themselves and were never registered: more than one API page. */
+  unregisteredDevices: { count: number; first: string; last: string };
 }
 
 export function stack(): Stack {
@@ -42,13 +46,15 @@ export async function graphql<T>(
   return body.data as T;
 }
 
-/** Publishes `payload` on `topic` with mosquitto_pub and the simulator's account (infra/env.sh). */
+/** Publishes `payload` on `topic` with mosquitto_pub and the simulator's account, to the stack's own broker. */
 export function mqttPublish(topic: string, payload: string): void {
+  const { mqtt } = stack();
+  if (!mqtt) throw new Error("the stack names no broker (an older dashboard_stack?)");
   execFileSync("mosquitto_pub", [
-    "-h", process.env.SMARTMETER_MQTT_HOST ?? "127.0.0.1",
-    "-p", process.env.SMARTMETER_MQTT_PORT ?? "1883",
-    "-u", process.env.SMARTMETER_MQTT_SIMULATOR_USER ?? "smartmeter-simulator",
-    "-P", process.env.SMARTMETER_MQTT_SIMULATOR_PASSWORD ?? "simulator-dev-only",
+    "-h", mqtt.host,
+    "-p", String(mqtt.port),
+    "-u", mqtt.simulatorUser,
+    "-P", mqtt.simulatorPassword,
     "-q", "1",
     "-t", topic,
     "-m", payload,
@@ -61,10 +67,25 @@ export async function screenshot(page: Page, name: string): Promise<void> {
   await page.screenshot({ path: `${dir}/${name}.png`, fullPage: true });
 }
 
+/**
+ * Picks a meter as a person would: types part of its id (without the stack's prefix)
+ * into the picker and clicks the match; the page then shows that meter.
+ */
 export async function pickMeter(page: Page, deviceId: string): Promise<void> {
   const picker = page.getByTestId("meter-picker");
-  await expect(picker.locator(`option[value="${deviceId}"]`)).toHaveCount(1);
-  await picker.selectOption(deviceId);
+  await picker.click();
+  await picker.fill(deviceId.startsWith(stack().prefix) ? deviceId.slice(stack().prefix.length) : deviceId);
+  await page.getByTestId(`meter-option-${deviceId}`).click();
+  await expect(page).toHaveURL(new RegExp(`/${encodeURIComponent(deviceId)}(\\?|$)`));
+  await expect(picker).toHaveValue(new RegExp(deviceId.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")));
+}
+
+/** The meters the open picker offers, in order. */
+export async function pickerOptions(page: Page): Promise<string[]> {
+  return page
+    .getByTestId("meter-picker-menu")
+    .locator("[data-device-id]")
+    .evaluateAll((els) => els.map((e) => e.getAttribute("data-device-id") ?? ""));
 }
 
 /** Signs in through the form with the stack's key for `role`. */

@@ -1,7 +1,7 @@
 // Global setup of the browser tests: the stack they run against. By default it starts
 // `cargo run --example dashboard_stack` (query-api/examples/dashboard_stack.rs: its own
-// database and Kafka topics, the bridge, processor, billing worker and query API in one
-// process, the London households replayed over MQTT) and stops it afterwards. With
+// database, Kafka topics and Mosquitto, the bridge, processor, billing worker and query
+// API in one process, the London households replayed over MQTT) and stops it afterwards. With
 // SMARTMETER_DASHBOARD_STACK set to a `DASHBOARD_STACK` JSON line, it reuses that one.
 
 import { spawn, spawnSync } from "node:child_process";

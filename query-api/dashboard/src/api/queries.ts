@@ -29,8 +29,8 @@ export const DEVICE_FIELDS = gql`
 `;
 
 export const DEVICES = gql`
-  query Devices($first: Int!, $after: String, $lifecycle: Lifecycle, $online: Boolean) {
-    devices(first: $first, after: $after, lifecycle: $lifecycle, online: $online) {
+  query Devices($first: Int!, $after: String, $lifecycle: Lifecycle, $online: Boolean, $search: String) {
+    devices(first: $first, after: $after, lifecycle: $lifecycle, online: $online, search: $search) {
       pageInfo {
         hasNextPage
         endCursor
@@ -41,6 +41,38 @@ export const DEVICES = gql`
     }
   }
   ${DEVICE_FIELDS}
+`;
+
+/**
+ * The meter picker: the first matches of each lifecycle, found on the server (id, name
+ * or location contains the text; none: the first by id), so a fleet of any size works.
+ * Registered meters come first; `hasNextPage` says there are more than were shown.
+ */
+export const METER_SEARCH = gql`
+  query MeterSearch($search: String, $first: Int!, $withDecommissioned: Boolean!) {
+    registered: devices(first: $first, search: $search, lifecycle: REGISTERED) {
+      ...MeterMatches
+    }
+    discovered: devices(first: $first, search: $search, lifecycle: DISCOVERED) {
+      ...MeterMatches
+    }
+    decommissioned: devices(first: $first, search: $search, lifecycle: DECOMMISSIONED)
+      @include(if: $withDecommissioned) {
+      ...MeterMatches
+    }
+  }
+  fragment MeterMatches on DeviceConnection {
+    pageInfo {
+      hasNextPage
+    }
+    nodes {
+      deviceId
+      name
+      location
+      lifecycle
+      online
+    }
+  }
 `;
 
 export const DEVICE = gql`

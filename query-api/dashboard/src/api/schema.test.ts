@@ -3,7 +3,7 @@
 // renamed or removed in the API fails here, not in a user's browser.
 
 import { readFileSync } from "node:fs";
-import { buildSchema, validate, type DocumentNode } from "graphql";
+import { buildSchema, Kind, validate, visit, type DocumentNode } from "graphql";
 import { describe, expect, it } from "vitest";
 import * as live from "./live";
 import * as mutations from "./mutations";
@@ -23,6 +23,25 @@ describe("operations against query-api/schema.graphql", () => {
 
   it("finds the operations", () => {
     expect(all.length).toBeGreaterThan(15);
+  });
+
+  it("the meter picker searches on the server: devices(search:) is in the schema and MeterSearch uses it", () => {
+    const devices = schema.getQueryType()!.getFields().devices;
+    expect(devices.args.map((a) => a.name)).toEqual(expect.arrayContaining(["search", "lifecycle", "first"]));
+    expect(String(devices.args.find((a) => a.name === "search")!.type)).toBe("String");
+    // One `devices` per lifecycle, each with the typed text as `search`.
+    const lifecycles: string[] = [];
+    visit(queries.METER_SEARCH, {
+      Field(node) {
+        if (node.name.value !== "devices") return;
+        const arg = (name: string) => node.arguments?.find((a) => a.name.value === name)?.value;
+        const search = arg("search");
+        expect(search?.kind === Kind.VARIABLE && search.name.value).toBe("search");
+        const lifecycle = arg("lifecycle");
+        if (lifecycle?.kind === Kind.ENUM) lifecycles.push(lifecycle.value);
+      },
+    });
+    expect(lifecycles).toEqual(["REGISTERED", "DISCOVERED", "DECOMMISSIONED"]);
   });
 
   for (const [name, document] of all) {

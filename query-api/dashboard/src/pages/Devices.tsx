@@ -14,6 +14,7 @@ import { AssignTariff } from "../components/AssignTariff";
 import { DeviceForm, deviceInput, EMPTY_DEVICE, type DeviceInput } from "../components/DeviceForm";
 import { ErrorList } from "../components/ErrorList";
 import { LastSeen, StatusBadge } from "../components/StatusBadge";
+import { useDebounced } from "../lib/debounce";
 import { isStaff, useMe } from "../session";
 
 type Editing = { mode: "add" } | { mode: "edit"; device: Device } | { mode: "tariff"; device: Device } | null;
@@ -26,12 +27,16 @@ export function DevicesPage() {
   const me = useMe();
   const staff = isStaff(me);
   const [lifecycle, setLifecycle] = useState<Lifecycle | "">("");
+  // Id, name or location containing this text (the API searches; pages as usual).
+  const [searchText, setSearchText] = useState("");
+  const search = useDebounced(searchText.trim(), 250);
   // Cursors of the pages before this one (Relay pagination: `after` = previous endCursor).
   const [cursors, setCursors] = useState<(string | null)[]>([null]);
+  useEffect(() => setCursors([null]), [search]);
   const after = cursors[cursors.length - 1];
   const [result, refetch] = useQuery<{
     devices: { nodes: Device[]; pageInfo: { hasNextPage: boolean; endCursor: string | null } };
-  }>({ query: DEVICES, variables: { first: PAGE_SIZE, after, lifecycle: lifecycle || null } });
+  }>({ query: DEVICES, variables: { first: PAGE_SIZE, after, lifecycle: lifecycle || null, search: search || null } });
   const devices = result.data?.devices.nodes ?? [];
   const pageInfo = result.data?.devices.pageInfo;
   const { fetching, error } = result;
@@ -154,6 +159,16 @@ export function DevicesPage() {
             <option value="DECOMMISSIONED">decommissioned</option>
           </select>
         </label>
+        <label className="field search">
+          <span>Find</span>
+          <input
+            type="search"
+            data-testid="device-search"
+            placeholder="id, name or location contains…"
+            value={searchText}
+            onChange={(e) => setSearchText(e.target.value)}
+          />
+        </label>
         <div className="form-actions pager">
           <button className="button secondary small" disabled={cursors.length === 1} onClick={() => setCursors(cursors.slice(0, -1))}>
             Previous
@@ -170,7 +185,7 @@ export function DevicesPage() {
       </div>
       <ErrorList error={error} />
       {fetching && devices.length === 0 ? <p className="hint">Loading…</p> : null}
-      {!fetching && devices.length === 0 && result.data ? <p className="hint">No meters.</p> : null}
+      {!fetching && devices.length === 0 && result.data ? <p className="hint">{search ? `No meter's id, name or location contains “${search}”.` : "No meters."}</p> : null}
       <div className="table-wrap">
         <table className="table" data-testid="devices-table">
           <thead>
