@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Benchmark of meter-sim (prints figures; asserts nothing):
-#   - readings per second one simulator process publishes to the real Mosquitto of
-#     infra/up.sh (QoS 1, every reading acknowledged before it counts), and
+#   - readings per second one simulator process publishes to a real Mosquitto (QoS 1,
+#     every reading acknowledged before it counts), and
 #   - resident memory per 1,000 simulated meters,
 # at 1,000 and 10,000 meters on one shared connection (the default), on four, at 1,000
 # meters with one connection per meter, and as a dry run (no broker: the simulator
@@ -13,16 +13,23 @@
 #
 # Each run replays the London households (repeated to N meters) from 2013-01-01 00:00
 # for SMARTMETER_BENCH_HOURS hours (default 6: 13 readings a meter), as fast as the
-# broker acknowledges. Device ids start with bench- (the same every run, so the retained
-# status messages the meters leave on the broker are overwritten, not piled up). A
-# persistent session subscribed to smartmeter/+/telemetry queues all of it: run this
-# when none is left over.
+# broker acknowledges. Device ids start with bench-.
+#
+# The broker is the benchmark's own: the project's Mosquitto with the project's config,
+# ACL and accounts on a free port (SMARTMETER_SIM_BENCH_MQTT_PORT to choose one), its
+# state in a temporary directory, stopped and removed at the end (mosquitto_private of
+# infra/lib/mosquitto.sh). Nothing reaches the shared broker of infra/up.sh: no retained
+# status messages left behind (every meter's birth and goodbye is retained, and a bridge
+# on the shared broker makes each a discovered meter), and no other client's
+# persistent session queueing the readings.
 set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 cd "$repo"
-# shellcheck source=../../infra/env.sh
-. infra/env.sh
+# shellcheck source=../../infra/lib/common.sh
+. infra/lib/common.sh
+# shellcheck source=../../infra/lib/mosquitto.sh
+. infra/lib/mosquitto.sh
 
 meters_list=${METERS:-"1000 10000"}
 hours=${SMARTMETER_BENCH_HOURS:-6}
@@ -31,6 +38,22 @@ to=$(date -u -d "2013-01-01 00:00 UTC + $hours hours" +%Y-%m-%dT%H:%M:%SZ)
 
 cargo build --release --quiet -p meter-simulator
 sim=$repo/target/release/meter-sim
+
+broker_state=$(mktemp -d "${TMPDIR:-/tmp}/meter-sim-bench.XXXXXX")
+stop_broker() {
+    mosquitto_private down "$broker_state" >/dev/null 2>&1 || true
+    rm -rf "$broker_state"
+}
+trap stop_broker EXIT
+trap 'exit 130' INT TERM
+port=${SMARTMETER_SIM_BENCH_MQTT_PORT:-}
+if [[ -z $port ]]; then
+    port=$((20000 + $$ % 20000))
+    while port_open "$port"; do port=$((port + 1)); done
+fi
+(mosquitto_private up "$broker_state" "$port") >"$broker_state/up.log" 2>&1 ||
+    { cat "$broker_state/up.log" >&2; exit 1; }
+export SMARTMETER_MQTT_HOST=127.0.0.1 SMARTMETER_MQTT_PORT=$port
 
 run() { # label meters extra-args...
     local label=$1 n=$2
@@ -52,7 +75,7 @@ run() { # label meters extra-args...
 peaks=()
 
 largest=$(echo "$meters_list" | awk '{print $NF}')
-echo "meter-sim benchmark: $hours h of London data per meter, release build, $(nproc) cores"
+echo "meter-sim benchmark: $hours h of London data per meter, release build, $(nproc) cores, broker of its own on 127.0.0.1:$port"
 for n in $meters_list; do
     run "mqtt-1-conn-outbox-64" "$n" --outbox 64
 done

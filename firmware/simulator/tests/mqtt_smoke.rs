@@ -19,7 +19,7 @@ use smartmeter_core::service::testkit;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use common::{data_file, ts, TEN_HOUSEHOLDS};
+use common::{data_file, ts, RetainedStatuses, TEN_HOUSEHOLDS};
 
 fn host() -> String {
     testkit::env_or("SMARTMETER_MQTT_HOST", "127.0.0.1")
@@ -119,6 +119,8 @@ async fn readings_arrive_intact_at_the_bridge_account() {
         .collect();
     let filters: Vec<String> = devices.iter().map(|d| format!("smartmeter/{d}/telemetry")).collect();
     let (mut rx, receiver) = subscribe(&filters).await;
+    // The meters' births are retained: gone when the test ends, however it ends.
+    let _statuses = RetainedStatuses::of(&devices);
 
     let mut config = households(&prefix, 3);
     config.output = Output::Mqtt {
@@ -148,8 +150,6 @@ async fn readings_arrive_intact_at_the_bridge_account() {
     for (device, times) in per_device {
         assert!(times.windows(2).all(|w| w[0] < w[1]), "{device}: arrived out of order or twice");
     }
-    let statuses: Vec<String> = devices.iter().map(|d| format!("smartmeter/{d}/status")).collect();
-    clear_retained(&statuses).await;
 }
 
 #[tokio::test]
@@ -168,6 +168,8 @@ async fn per_meter_connections_carry_birth_will_and_goodbye() {
     let devices = [format!("{prefix}MAC000002"), format!("{prefix}MAC000006")];
     let filters: Vec<String> = devices.iter().map(|d| format!("smartmeter/{d}/status")).collect();
     let (mut rx, receiver) = subscribe(&filters).await;
+    // Births, wills and goodbyes are retained: gone when the test ends, however it ends.
+    let _statuses = RetainedStatuses::of(&devices);
 
     let report = meter_simulator::run(&config, CancellationToken::new()).await.unwrap();
     assert!(report.complete(), "{report}");
@@ -190,28 +192,6 @@ async fn per_meter_connections_carry_birth_will_and_goodbye() {
             "{topic}"
         );
     }
-    // Leave no retained status behind for these test devices.
-    clear_retained(&filters).await;
-}
-
-/// Publishes empty retained messages, which remove the retained ones.
-async fn clear_retained(topics: &[String]) {
-    let settings = simulator_account(&testkit::unique_name("meter-sim-smoke-clear"));
-    let mut options = MqttOptions::new(settings.client_id, settings.host, settings.port);
-    options.set_credentials(settings.username.unwrap(), settings.password.unwrap());
-    let (client, mut eventloop) = AsyncClient::new(options, 16);
-    for topic in topics {
-        client.publish(topic, QoS::AtLeastOnce, true, Vec::new()).await.unwrap();
-    }
-    let mut acks = 0;
-    while acks < topics.len() {
-        match tokio::time::timeout(Duration::from_secs(5), eventloop.poll()).await {
-            Ok(Ok(Event::Incoming(Packet::PubAck(_)))) => acks += 1,
-            Ok(Ok(_)) => {}
-            _ => break,
-        }
-    }
-    let _ = client.disconnect().await;
 }
 
 #[tokio::test]

@@ -58,13 +58,13 @@ struct Pipeline {
     device_events: String,
     db: TestDatabase,
     bridges: Vec<Bridge>,
-    /// Devices whose bridge has stopped already.
-    stopped_devices: Vec<String>,
     processor: (CancellationToken, JoinHandle<anyhow::Result<()>>),
+    /// The meters' retained status messages, removed when the pipeline is dropped
+    /// (after `stop`, or when the test fails).
+    _statuses: common::RetainedStatuses,
 }
 
 struct Bridge {
-    device: String,
     config: smartmeter_bridge::Config,
     metrics_port: u16,
     shutdown: CancellationToken,
@@ -110,6 +110,7 @@ impl Pipeline {
             }
         });
 
+        let statuses = common::RetainedStatuses::of(names.iter().map(|n| format!("{prefix}{n}")));
         let mut bridges = Vec::new();
         for device in names {
             let device = format!("{prefix}{device}");
@@ -143,7 +144,7 @@ impl Pipeline {
             let config = smartmeter_bridge::Config::try_parse_from(args).expect("bridge flags parse");
             let shutdown = CancellationToken::new();
             let task = tokio::spawn(smartmeter_bridge::run(config.clone(), shutdown.clone()));
-            let bridge = Bridge { device: device.clone(), config, metrics_port, shutdown, task };
+            let bridge = Bridge { config, metrics_port, shutdown, task };
             bridge.wait_until_subscribed().await;
             bridges.push(bridge);
         }
@@ -154,8 +155,8 @@ impl Pipeline {
             device_events,
             db,
             bridges,
-            stopped_devices: Vec::new(),
             processor: (shutdown, processor),
+            _statuses: statuses,
         }
     }
 
@@ -279,7 +280,6 @@ impl Pipeline {
     /// Stops the bridges (so what they took is in Kafka) and removes their sessions.
     async fn stop_bridges(&mut self) {
         for bridge in self.bridges.drain(..) {
-            self.stopped_devices.push(bridge.device.clone());
             bridge.shutdown.cancel();
             tokio::time::timeout(Duration::from_secs(30), bridge.task)
                 .await
@@ -292,18 +292,10 @@ impl Pipeline {
         }
     }
 
-    /// Stops bridges and processor, removes the bridges' sessions, the meters' retained
-    /// status messages and the database.
+    /// Stops bridges and processor, removes the bridges' sessions, the database and
+    /// (dropping `_statuses`) the meters' retained status messages.
     async fn stop(mut self) {
-        let statuses: Vec<String> = self
-            .bridges
-            .iter()
-            .map(|b| b.device.clone())
-            .chain(self.stopped_devices.drain(..))
-            .map(|d| format!("smartmeter/{d}/status"))
-            .collect();
         self.stop_bridges().await;
-        clear_retained(&statuses).await;
         self.processor.0.cancel();
         tokio::time::timeout(Duration::from_secs(30), self.processor.1)
             .await
@@ -329,30 +321,6 @@ impl Bridge {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
-}
-
-/// Publishes empty retained messages, which remove the retained ones.
-async fn clear_retained(topics: &[String]) {
-    let mut options =
-        rumqttc::MqttOptions::new(testkit::unique_name("sim-test-clear"), mqtt_host(), mqtt_port());
-    options.set_credentials(
-        testkit::env_or("SMARTMETER_MQTT_SIMULATOR_USER", "smartmeter-simulator"),
-        testkit::env_or("SMARTMETER_MQTT_SIMULATOR_PASSWORD", "simulator-dev-only"),
-    );
-    let (client, mut eventloop) = rumqttc::AsyncClient::new(options, 16);
-    for topic in topics {
-        client.publish(topic, rumqttc::QoS::AtLeastOnce, true, Vec::new()).await.unwrap();
-    }
-    let mut acks = 0;
-    while acks < topics.len() {
-        match tokio::time::timeout(Duration::from_secs(5), eventloop.poll()).await {
-            Ok(Ok(rumqttc::Event::Incoming(rumqttc::Packet::PubAck(_)))) => acks += 1,
-            Ok(Ok(_)) => {}
-            _ => break,
-        }
-    }
-    let _ = client.disconnect().await;
-    let _ = tokio::time::timeout(Duration::from_secs(2), eventloop.poll()).await;
 }
 
 /// Every record of a one-partition topic, as it stands.

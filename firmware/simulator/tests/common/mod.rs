@@ -118,3 +118,83 @@ pub fn uci_hourly_w_ms(
 pub fn w_ms_to_mwh(w_ms: i128) -> f64 {
     w_ms as f64 / 3_600.0
 }
+
+/// The retained status messages a test's meters leave on the broker (every birth and
+/// goodbye is retained, as on a real meter), removed when this is dropped — when the
+/// test ends, and also when it fails — by an empty retained message on each topic. The
+/// broker is the shared one of `infra/up.sh`: a bridge subscribed to every status topic
+/// (the demo's, a dashboard's) would otherwise turn each leftover into a discovered meter.
+pub struct RetainedStatuses {
+    topics: Vec<String>,
+}
+
+impl RetainedStatuses {
+    /// The status topics of `devices`.
+    pub fn of<I, S>(devices: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        Self { topics: devices.into_iter().map(|d| format!("smartmeter/{}/status", d.as_ref())).collect() }
+    }
+}
+
+impl Drop for RetainedStatuses {
+    fn drop(&mut self) {
+        let topics = std::mem::take(&mut self.topics);
+        if topics.is_empty() {
+            return;
+        }
+        // Drop runs inside the test's runtime, which must not block on a future of its
+        // own: a thread with a runtime of its own does the publishing.
+        let cleared = std::thread::spawn(move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| e.to_string())?
+                .block_on(clear_retained(&topics))
+        })
+        .join();
+        match cleared {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => eprintln!("could not remove the test's retained status messages: {error}"),
+            Err(_) => eprintln!("removing the test's retained status messages panicked"),
+        }
+    }
+}
+
+/// Publishes an empty retained message (which removes the retained one) on each topic,
+/// with the simulator's account, and waits for the broker's acknowledgements.
+async fn clear_retained(topics: &[String]) -> Result<(), String> {
+    use smartmeter_core::service::testkit;
+
+    let port = testkit::env_or("SMARTMETER_MQTT_PORT", "1883").parse().map_err(|_| "SMARTMETER_MQTT_PORT")?;
+    let mut options = rumqttc::MqttOptions::new(
+        testkit::unique_name("meter-sim-test-clear"),
+        testkit::env_or("SMARTMETER_MQTT_HOST", "127.0.0.1"),
+        port,
+    );
+    options.set_credentials(
+        testkit::env_or("SMARTMETER_MQTT_SIMULATOR_USER", "smartmeter-simulator"),
+        testkit::env_or("SMARTMETER_MQTT_SIMULATOR_PASSWORD", "simulator-dev-only"),
+    );
+    let (client, mut eventloop) = rumqttc::AsyncClient::new(options, topics.len().max(1) + 1);
+    for topic in topics {
+        client
+            .publish(topic, rumqttc::QoS::AtLeastOnce, true, Vec::new())
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    let mut acks = 0;
+    while acks < topics.len() {
+        match tokio::time::timeout(std::time::Duration::from_secs(5), eventloop.poll()).await {
+            Ok(Ok(rumqttc::Event::Incoming(rumqttc::Packet::PubAck(_)))) => acks += 1,
+            Ok(Ok(_)) => {}
+            Ok(Err(error)) => return Err(error.to_string()),
+            Err(_) => return Err(format!("{acks} of {} acknowledged within 5 s", topics.len())),
+        }
+    }
+    let _ = client.disconnect().await;
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), eventloop.poll()).await;
+    Ok(())
+}
