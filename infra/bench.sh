@@ -157,10 +157,10 @@ free_port() {
 # infra's Mosquitto with infra's config and ACL (lib/mosquitto.sh's mosquitto_private),
 # with a state directory and a port of this run (runs side by side never share one).
 BROKER_STATE=$RUN_DIR/broker
-bench_broker() { # up | down
-    mosquitto_private "$1" "$BROKER_STATE" "$BENCH_MQTT_PORT"
+bench_broker() { # up | down (a subshell: a refusal is a failed command, not the run's exit)
+    (mosquitto_private "$1" "$BROKER_STATE" "$BENCH_MQTT_PORT")
 }
-bench_broker_pid() { mosquitto_private pid "$BROKER_STATE"; }
+bench_broker_pid() { (mosquitto_private pid "$BROKER_STATE"); }
 discard_session() { # a clean-session connect removes a persistent session and its queue
     mosquitto_sub "${mqtt_bridge_auth[@]}" -i "$1" -t smartmeter/bench-none/telemetry -E >/dev/null 2>&1 || true
 }
