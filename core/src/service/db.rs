@@ -19,6 +19,7 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
     (5, "device_registry", include_str!("../../migrations/0005_device_registry.sql")),
     (6, "api_access", include_str!("../../migrations/0006_api_access.sql")),
     (7, "billing_replay_requests", include_str!("../../migrations/0007_billing_replay_requests.sql")),
+    (9, "device_search", include_str!("../../migrations/0009_device_search.sql")),
 ];
 
 /// (version, name, SQL) applied only where the TimescaleDB extension is installed:
