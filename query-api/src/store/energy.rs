@@ -128,6 +128,33 @@ const GAUGES_FROM_AGGREGATE: &str = "SELECT to_timestamp($5::bigint + $4::bigint
  WHERE device_id = $1 AND bucket >= $2 AND bucket < $3
  GROUP BY 1 ORDER BY 1";
 
+/// Whether the aggregate's materialized rows of [$1, $2) may be stale: TimescaleDB
+/// answers below its watermark from materialized rows only, so a reading written there
+/// after the last refresh (a replay of old data, a late reading) is missing from them
+/// until the next refresh. Such writes are logged as pending invalidations (trigger on
+/// the hypertable, in the writing transaction), first per hypertable and, once a
+/// refresh has picked them up, per aggregate; either overlapping the range below the
+/// watermark sends the query to the raw readings. Catalog tables of TimescaleDB 2.x,
+/// read in the same snapshot as the figures.
+const AGGREGATE_STALE: &str = "WITH agg AS (
+        SELECT c.raw_hypertable_id, c.mat_hypertable_id, t.watermark,
+               _timescaledb_functions.to_unix_microseconds($1) AS lo,
+               _timescaledb_functions.to_unix_microseconds($2) AS hi
+        FROM _timescaledb_catalog.continuous_agg c
+        JOIN _timescaledb_catalog.continuous_aggs_invalidation_threshold t
+          ON t.hypertable_id = c.raw_hypertable_id
+        WHERE c.user_view_name = 'readings_gauges_15m'
+    )
+    SELECT NOT EXISTS (SELECT 1 FROM agg)
+        OR EXISTS (SELECT 1 FROM agg JOIN _timescaledb_catalog.continuous_aggs_hypertable_invalidation_log l
+                     ON l.hypertable_id = agg.raw_hypertable_id
+                   WHERE l.lowest_modified_value < least(agg.hi, agg.watermark)
+                     AND l.greatest_modified_value >= agg.lo)
+        OR EXISTS (SELECT 1 FROM agg JOIN _timescaledb_catalog.continuous_aggs_materialization_invalidation_log l
+                     ON l.materialization_id = agg.mat_hypertable_id
+                   WHERE l.lowest_modified_value < least(agg.hi, agg.watermark)
+                     AND l.greatest_modified_value >= agg.lo)";
+
 const READING_COLUMNS: &str = "ts, meter_ts, received_at, voltage_v, current_a, power_w, energy_kwh, \
      counter_milli_wh, power_factor, frequency_hz, rssi, seq, boot_id, fw, clock_unsynced, late, \
      too_late, after_decommission, counter_class, counted_milli_wh";
@@ -218,7 +245,8 @@ impl Store {
     ///
     /// With TimescaleDB, a range and width on the aggregate's 15-minute grid are read
     /// from the real-time continuous aggregate `readings_gauges_15m` (sums and counts
-    /// re-aggregated, so the figures are the plain query's up to float rounding).
+    /// re-aggregated, so the figures are the plain query's up to float rounding), unless
+    /// writes into the range wait for a refresh ([`AGGREGATE_STALE`]).
     pub async fn gauge_buckets(
         &self,
         device_id: &DeviceId,
@@ -229,18 +257,25 @@ impl Store {
         let on_grid = |at: Timestamp| {
             at.subsec_nanosecond() == 0 && (at.as_second() - BUCKET_ORIGIN_EPOCH_S) % AGGREGATE_WIDTH_S == 0
         };
-        let sql = if width_s % AGGREGATE_WIDTH_S == 0
+        let eligible = width_s % AGGREGATE_WIDTH_S == 0
             && on_grid(from)
             && on_grid(to)
-            && self.has_gauge_aggregate().await?
-        {
+            && self.has_gauge_aggregate().await?;
+        let mut client = self.pool.get().await?;
+        // One snapshot for the staleness check and the figures.
+        let tx = client
+            .build_transaction()
+            .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()
+            .await?;
+        let sql = if eligible && !tx.query_one(AGGREGATE_STALE, &[&from, &to]).await?.get::<_, bool>(0) {
             GAUGES_FROM_AGGREGATE
         } else {
             GAUGES_FROM_READINGS
         };
-        let client = self.pool.get().await?;
-        let rows =
-            client.query(sql, &[&device_id.as_str(), &from, &to, &width_s, &BUCKET_ORIGIN_EPOCH_S]).await?;
+        let rows = tx.query(sql, &[&device_id.as_str(), &from, &to, &width_s, &BUCKET_ORIGIN_EPOCH_S]).await?;
+        tx.commit().await?;
         Ok(rows
             .iter()
             .map(|row| {
@@ -259,6 +294,17 @@ impl Store {
                 })
             })
             .collect::<Result<_, tokio_postgres::Error>>()?)
+    }
+
+    /// Whether the gauge aggregate answers `[from, to)` as it stands: it exists and no
+    /// write into the range waits for a refresh. `gauge_buckets` reads it then (for a
+    /// range and width on its grid).
+    pub async fn gauge_aggregate_current(&self, from: Timestamp, to: Timestamp) -> Result<bool, StoreError> {
+        if !self.has_gauge_aggregate().await? {
+            return Ok(false);
+        }
+        let client = self.pool.get().await?;
+        Ok(!client.query_one(AGGREGATE_STALE, &[&from, &to]).await?.get::<_, bool>(0))
     }
 
     /// Local-hour buckets starting in `[from, to)`, oldest first.

@@ -59,15 +59,24 @@ impl Store {
         Self { pool, gauge_aggregate: Default::default() }
     }
 
-    /// Whether `readings_gauges_15m` exists: migration 8 created it, which happens only
-    /// where TimescaleDB is installed.
+    /// Whether `readings_gauges_15m` exists (migration 8 created it, which happens only
+    /// where TimescaleDB is installed) along with the TimescaleDB 2.x catalog tables its
+    /// staleness check reads.
     pub async fn has_gauge_aggregate(&self) -> Result<bool, StoreError> {
         let found = self
             .gauge_aggregate
             .get_or_try_init(|| async {
                 let client = self.pool.get().await?;
                 let row =
-                    client.query_one("SELECT to_regclass('readings_gauges_15m') IS NOT NULL", &[]).await?;
+                    client
+                        .query_one(
+                            "SELECT to_regclass('readings_gauges_15m') IS NOT NULL
+                                AND to_regclass('_timescaledb_catalog.continuous_aggs_invalidation_threshold') IS NOT NULL
+                                AND to_regclass('_timescaledb_catalog.continuous_aggs_hypertable_invalidation_log') IS NOT NULL
+                                AND to_regclass('_timescaledb_catalog.continuous_aggs_materialization_invalidation_log') IS NOT NULL",
+                            &[],
+                        )
+                        .await?;
                 Ok::<_, StoreError>(row.get::<_, bool>(0))
             })
             .await?;
