@@ -71,7 +71,9 @@ impl Ingest {
         }
         tracing::debug!(
             records = batch.records.len(),
+            meters = totals.meters,
             segments = totals.segments,
+            rounds = totals.rounds,
             elapsed_ms = started.elapsed().as_millis() as u64,
             "Batch committed."
         );
@@ -180,17 +182,16 @@ impl Ingest {
         if by_device.is_empty() {
             return Ok(Vec::new());
         }
+        totals.meters = by_device.len() as u64;
         let device_ids: Vec<&str> = by_device.iter().map(|(id, _)| id.as_str()).collect();
-        let devices = store::load_devices(tx, &device_ids, &self.config.default_time_zone).await?;
-
+        let mut devices = store::load_devices(tx, &device_ids, &self.config.default_time_zone).await?;
         let mut periods_by_device = store::load_periods(tx, &device_ids).await?;
 
-        let mut new_tails = Vec::with_capacity(by_device.len());
+        let mut works = Vec::with_capacity(by_device.len());
         for (device_id, arrived) in by_device {
-            let mut row = devices[&device_id].clone();
+            let row = devices.remove(&device_id).expect("load_devices returns every device asked for");
             let tz = self.zone(&row.time_zone);
-            let device =
-                DeviceId::parse(&device_id).expect("device ids on the telemetry topic are validated");
+            let periods = periods_by_device.remove(&device_id).unwrap_or_default();
             let segments = segment::cut(
                 arrived,
                 &segment::Device {
@@ -200,115 +201,192 @@ impl Ingest {
                     allowed_lateness: self.config.allowed_lateness,
                     grace: self.config.period_grace,
                 },
-                periods_by_device.remove(&device_id).unwrap_or_default(),
+                periods.clone(),
             );
             totals.segments += segments.len() as u64;
-            let mut tail = self.tails.get(&device_id).cloned();
-            let mut accounted = false;
-            for arrived in segments {
-                accounted |= self.segment(tx, &device, &mut row, &tz, &mut tail, arrived, totals).await?;
-            }
-            if let (true, Some(tail)) = (accounted, tail) {
-                new_tails.push((device_id, tail));
-            }
+            works.push(DeviceWork {
+                device: DeviceId::parse(&device_id).expect("device ids on the telemetry topic are validated"),
+                tail: self.tails.get(&device_id).cloned(),
+                id: device_id,
+                row,
+                tz,
+                periods,
+                segments: segments.into_iter(),
+                accounted: false,
+            });
         }
-        Ok(new_tails)
+        // Round n applies the n-th segment of every device that has one: each device's
+        // segments in order, every device's writes of a round in a few set-based
+        // statements. Most batches are one round.
+        loop {
+            let round: Vec<(usize, Vec<Arrived>)> = works
+                .iter_mut()
+                .enumerate()
+                .filter_map(|(index, work)| work.segments.next().map(|segment| (index, segment)))
+                .collect();
+            if round.is_empty() {
+                break;
+            }
+            totals.rounds += 1;
+            self.round(tx, &mut works, round, totals).await?;
+        }
+        Ok(works
+            .into_iter()
+            .filter(|work| work.accounted)
+            .filter_map(|work| work.tail.map(|tail| (work.id, tail)))
+            .collect())
     }
 
-    /// Applies one segment of a device's batch (see [`segment`]): readings, rollups,
-    /// periods, status. `row` and `tail` are moved on to after it; returns whether the
-    /// segment had readings to account (else the tail is unchanged).
-    #[allow(clippy::too_many_arguments)]
-    async fn segment(
+    /// Applies one segment (see [`segment`]) of each of several devices: readings,
+    /// rollups, device rows, billing periods, status changes. Each `work` is moved on
+    /// to after its segment.
+    async fn round(
         &self,
         tx: &Transaction<'_>,
-        device: &DeviceId,
-        row: &mut store::DeviceRow,
-        tz: &TimeZone,
-        tail: &mut Option<Window>,
-        arrived: Vec<Arrived>,
+        works: &mut [DeviceWork],
+        round: Vec<(usize, Vec<Arrived>)>,
         totals: &mut BatchTotals,
-    ) -> Result<bool, tokio_postgres::Error> {
-        let device_id = device.as_str();
-        let split = rollup::split(
-            arrived,
-            row.newest_reading_at,
-            self.config.allowed_lateness,
-            row.decommissioned_at,
-        );
-        let window = match split.accepted.iter().map(|(a, _)| a.counter.at).min() {
-            None => Window::default(),
-            Some(earliest) => match tail.take() {
-                Some(tail) if tail.readings.last().is_some_and(|last| last.at < earliest) => tail,
-                _ => store::load_window(tx, device_id, earliest).await?,
-            },
-        };
-        let had_accepted = !split.accepted.is_empty();
-        let plan = rollup::plan(window, split, tz, &self.config.rules);
-        store::apply(tx, device_id, &plan).await?;
-        row.newest_reading_at = plan.newest_reading_at;
-
-        let stored_at: Vec<jiff::Timestamp> =
-            plan.inserts.iter().chain(&plan.replacements).map(|(a, _)| a.counter.at).collect();
-        // A month opens with a reading inside it or energy on one of its days; a
-        // meter's first reading at 00:00 on the 1st opens no empty month before it.
-        // After a decommissioning no month opens.
-        let opened: BTreeSet<jiff::civil::Date> = stored_at
-            .iter()
-            .map(|at| at.to_zoned(tz.clone()).date())
-            .chain(plan.daily.keys().copied())
-            .filter(|date| {
-                row.decommissioned_at
-                    .is_none_or(|until| periods::LocalMonth::containing(*date, tz).starts_at < until)
-            })
-            .collect();
-        periods::open(tx, device_id, &row.time_zone, tz, &opened).await?;
-        // A reading exactly at local midnight is also the closing read of the day
-        // (and maybe the month) before it, which it can change.
-        let mut touched = opened;
-        touched.extend(
-            stored_at
-                .iter()
-                .map(|at| (*at - jiff::SignedDuration::from_nanos(1)).to_zoned(tz.clone()).date()),
-        );
-        let topic = &self.config.billing_periods_topic;
-        let (closed, adjusted) = periods::close_and_adjust(
-            tx,
-            topic,
-            device_id,
-            plan.newest_reading_at,
-            self.config.period_grace,
-            &touched,
-        )
-        .await?;
-        totals.periods_closed += closed;
-        totals.periods_adjusted += adjusted;
-        if row.decommissioned_at.is_some() {
-            // A late reading from before the decommissioning may have opened a month.
-            totals.periods_closed += periods::close_open(tx, topic, device_id).await?;
+    ) -> Result<(), tokio_postgres::Error> {
+        let config = &self.config;
+        // The windows to recompute: the tail in memory when the segment starts after
+        // it, else what is stored, for all such devices in one query.
+        let mut splits = Vec::with_capacity(round.len());
+        let mut to_load: Vec<(String, jiff::Timestamp)> = Vec::new();
+        for (index, arrived) in round {
+            let work = &mut works[index];
+            let split = rollup::split(
+                arrived,
+                work.row.newest_reading_at,
+                config.allowed_lateness,
+                work.row.decommissioned_at,
+            );
+            let window = match split.accepted.iter().map(|(a, _)| a.counter.at).min() {
+                None => Some(Window::default()),
+                Some(earliest) => match work.tail.take() {
+                    Some(tail) if tail.readings.last().is_some_and(|last| last.at < earliest) => Some(tail),
+                    _ => {
+                        to_load.push((work.id.clone(), earliest));
+                        None
+                    }
+                },
+            };
+            splits.push((index, split, window));
         }
+        let mut loaded = store::load_windows(tx, &to_load).await?;
 
-        let received = store::arrivals(&plan).into_iter().map(|a| a.reading.received_at);
-        let changes = status::from_telemetry(
-            device,
-            &mut row.status,
-            &mut row.last_seen_at,
-            received,
-            self.config.inactivity_timeout,
-        );
-        for change in &changes {
-            status::store(tx, change).await?;
-            if let Some(topic) = &self.config.device_events_topic {
-                status::publish(tx, topic, change).await?;
+        let grace = jiff::SignedDuration::from_secs(config.period_grace.as_secs());
+        let mut writes = store::Writes::default();
+        let mut opening = periods::Opening::default();
+        let mut steps = Vec::new();
+        let mut status_changes = Vec::new();
+        for (index, split, window) in splits {
+            let work = &mut works[index];
+            let window = window.unwrap_or_else(|| loaded.remove(&work.id).unwrap_or_default());
+            let had_accepted = !split.accepted.is_empty();
+            let plan = rollup::plan(window, split, &work.tz, &config.rules);
+            work.row.newest_reading_at = plan.newest_reading_at;
+            let tz = &work.tz;
+
+            let stored_at: Vec<jiff::Timestamp> =
+                plan.inserts.iter().chain(&plan.replacements).map(|(a, _)| a.counter.at).collect();
+            // A month opens with a reading inside it or energy on one of its days; a
+            // meter's first reading at 00:00 on the 1st opens no empty month before it.
+            // After a decommissioning no month opens.
+            let opened: BTreeSet<jiff::civil::Date> = stored_at
+                .iter()
+                .map(|at| at.to_zoned(tz.clone()).date())
+                .chain(plan.daily.keys().copied())
+                .map(|date| date.first_of_month())
+                .filter(|first| {
+                    work.row
+                        .decommissioned_at
+                        .is_none_or(|until| periods::LocalMonth::containing(*first, tz).starts_at < until)
+                })
+                .collect();
+            for first in &opened {
+                if !work.periods.months.contains_key(first) {
+                    let month = periods::LocalMonth::containing(*first, tz);
+                    opening.push(&work.id, &work.row.time_zone, &month);
+                    work.periods.months.insert(*first, (false, month.ends_at));
+                }
+            }
+            // A reading exactly at local midnight is also the closing read of the day
+            // (and maybe the month) before it, which it can change.
+            let mut touched = opened;
+            touched.extend(stored_at.iter().map(|at| {
+                (*at - jiff::SignedDuration::from_nanos(1)).to_zoned(tz.clone()).date().first_of_month()
+            }));
+            // The period step, from the device's periods as locked at the start of the
+            // batch and kept up to date since: due months close; closed months the
+            // segment touched may be adjusted; a decommissioned device's open months close.
+            let mut step = periods::Step { device_id: work.id.clone(), ..periods::Step::default() };
+            let closed_before: BTreeSet<jiff::civil::Date> =
+                work.periods.months.iter().filter(|(_, (closed, _))| *closed).map(|(m, _)| *m).collect();
+            if let Some(now) = plan.newest_reading_at {
+                for (month, (closed, ends_at)) in work.periods.months.iter_mut() {
+                    if !*closed && *ends_at + grace <= now {
+                        *closed = true;
+                        step.due.push(*month);
+                    }
+                }
+            }
+            step.check = touched.intersection(&closed_before).copied().collect();
+            if work.row.decommissioned_at.is_some() {
+                // A late reading from before the decommissioning may have opened a month.
+                for (month, (closed, _)) in work.periods.months.iter_mut() {
+                    if !*closed {
+                        *closed = true;
+                        step.last.push(*month);
+                    }
+                }
+            }
+            if !step.is_empty() {
+                steps.push(step);
+            }
+
+            let received = store::arrivals(&plan).into_iter().map(|a| a.reading.received_at);
+            let changes = status::from_telemetry(
+                &work.device,
+                &mut work.row.status,
+                &mut work.row.last_seen_at,
+                received,
+                config.inactivity_timeout,
+            );
+            totals.status_changes += changes.len() as u64;
+            writes.add(&work.id, &plan, (!changes.is_empty()).then_some(work.row.status));
+            status_changes.extend(changes);
+            totals.add(&plan);
+            if had_accepted {
+                work.tail = Some(plan.tail);
+                work.accounted = true;
             }
         }
-        totals.status_changes += changes.len() as u64;
-        totals.add(&plan);
-        if had_accepted {
-            *tail = Some(plan.tail.clone());
+        writes.flush(tx).await?;
+        opening.insert(tx).await?;
+        let (closed, adjusted) = periods::apply(tx, &config.billing_periods_topic, &steps).await?;
+        totals.periods_closed += closed;
+        totals.periods_adjusted += adjusted;
+        if let Some(topic) = &config.device_events_topic {
+            status::publish_many(tx, topic, &status_changes).await?;
         }
-        Ok(had_accepted)
+        Ok(())
     }
+}
+
+/// A device's share of a batch while it is applied.
+struct DeviceWork {
+    id: String,
+    device: DeviceId,
+    row: store::DeviceRow,
+    tz: TimeZone,
+    /// The device's billing periods (month → closed, end), as locked at the start of
+    /// the batch and kept up to date as the rounds open and close them.
+    periods: segment::Periods,
+    segments: std::vec::IntoIter<Vec<Arrived>>,
+    /// The readings from the last baseline to the newest, once accounted.
+    tail: Option<Window>,
+    /// Whether a segment had readings to account (else the tail is unchanged).
+    accounted: bool,
 }
 
 async fn reject_event(

@@ -205,6 +205,12 @@ fn membership_stuck(group: &GroupState, now: std::time::Instant) -> bool {
         && now.duration_since(group.since) >= MEMBERSHIP_STUCK_AFTER
 }
 
+/// Records per partition librdkafka fetches ahead of the batch loop, at most.
+const PREFETCH_MESSAGES_PER_PARTITION: &str = "10000";
+/// Bytes of fetched records librdkafka queues ahead of the batch loop, at most (it may
+/// overshoot by one fetch).
+const PREFETCH_KBYTES: &str = "16384";
+
 /// A consumer of the configured topics in the group, offsets from the database,
 /// statistics every 5 s (the watchdog reads the group's join state from them).
 fn create_consumer(
@@ -221,6 +227,12 @@ fn create_consumer(
     let mut client_config =
         smartmeter_core::service::kafka::db_offset_consumer(&config.brokers, &config.group_id);
     client_config.set("statistics.interval.ms", "5000");
+    // Prefetch: librdkafka keeps up to 100,000 messages per partition queued by default
+    // (hundreds of MB for a backlog, well past the 64 MB byte cap, which does not count
+    // its per-message overhead). A few batches ahead is all the batch loop needs.
+    client_config
+        .set("queued.min.messages", PREFETCH_MESSAGES_PER_PARTITION)
+        .set("queued.max.messages.kbytes", PREFETCH_KBYTES);
     if let Some(instance) = &config.group_instance_id {
         client_config.set("group.instance.id", instance);
     }

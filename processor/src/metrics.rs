@@ -42,6 +42,10 @@ pub struct BatchTotals {
     pub device_events_rejected: u64,
     /// Device segments the batch was applied in (see `segment`).
     pub segments: u64,
+    /// Distinct meters whose telemetry the batch held.
+    pub meters: u64,
+    /// Rounds the telemetry was applied in (the most segments of one device).
+    pub rounds: u64,
     pub status_changes: u64,
     pub rebuilt: u64,
 }

@@ -69,17 +69,194 @@ pub async fn open(
     tz: &TimeZone,
     dates: &BTreeSet<Date>,
 ) -> Result<(), tokio_postgres::Error> {
+    let mut rows = Opening::default();
     let months: BTreeSet<Date> = dates.iter().map(|d| d.first_of_month()).collect();
     for first_day in months {
-        let month = LocalMonth::containing(first_day, tz);
+        rows.push(device_id, tz_name, &LocalMonth::containing(first_day, tz));
+    }
+    rows.insert(tx).await
+}
+
+/// Period rows to open, as columns: one statement for any number of devices and months.
+#[derive(Debug, Default)]
+pub struct Opening {
+    device_id: Vec<String>,
+    month: Vec<Date>,
+    time_zone: Vec<String>,
+    starts_at: Vec<Timestamp>,
+    ends_at: Vec<Timestamp>,
+}
+
+impl Opening {
+    pub fn push(&mut self, device_id: &str, tz_name: &str, month: &LocalMonth) {
+        self.device_id.push(device_id.to_owned());
+        self.month.push(month.first_day);
+        self.time_zone.push(tz_name.to_owned());
+        self.starts_at.push(month.starts_at);
+        self.ends_at.push(month.ends_at);
+    }
+
+    /// Inserts the rows; a month that already has one keeps it.
+    pub async fn insert(&self, tx: &Transaction<'_>) -> Result<(), tokio_postgres::Error> {
+        if self.month.is_empty() {
+            return Ok(());
+        }
+        let statement = tx
+            .prepare_cached(
+                "INSERT INTO billing_periods (device_id, month, time_zone, starts_at, ends_at)
+                 SELECT * FROM unnest($1::text[], $2::date[], $3::text[], $4::timestamptz[], $5::timestamptz[])
+                 ON CONFLICT (device_id, month) DO NOTHING",
+            )
+            .await?;
         tx.execute(
-            "INSERT INTO billing_periods (device_id, month, time_zone, starts_at, ends_at)
-             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (device_id, month) DO NOTHING",
-            &[&device_id, &month.first_day, &tz_name, &month.starts_at, &month.ends_at],
+            &statement,
+            &[&self.device_id, &self.month, &self.time_zone, &self.starts_at, &self.ends_at],
         )
         .await?;
+        Ok(())
     }
-    Ok(())
+}
+
+/// What one device's period step does, in this order: close the `due` months
+/// (PeriodClosed), re-publish the closed months of `check` whose figures changed
+/// (PeriodAdjusted), close the `last` months (a decommissioned device's open months).
+/// A month of `due` or `last` that is not open, or of `check` that is not closed, is
+/// left alone.
+#[derive(Debug, Clone, Default)]
+pub struct Step {
+    pub device_id: String,
+    pub due: Vec<Date>,
+    pub check: Vec<Date>,
+    pub last: Vec<Date>,
+}
+
+impl Step {
+    pub fn is_empty(&self) -> bool {
+        self.due.is_empty() && self.check.is_empty() && self.last.is_empty()
+    }
+}
+
+/// Applies the period steps of any number of devices, set-based: every period's
+/// figures come from two queries ([`summarize`]), closes and adjustments are one
+/// statement each, and the events go to the outbox in one statement, in the order of
+/// the steps (per device: closes, adjustments, final closes). Events go to `topic`.
+/// Returns (closed, adjusted).
+pub async fn apply(
+    tx: &Transaction<'_>,
+    topic: &str,
+    steps: &[Step],
+) -> Result<(u64, u64), tokio_postgres::Error> {
+    let keys: Vec<(&str, Date)> = steps
+        .iter()
+        .flat_map(|step| {
+            step.due
+                .iter()
+                .chain(&step.check)
+                .chain(&step.last)
+                .map(|month| (step.device_id.as_str(), *month))
+        })
+        .collect();
+    if keys.is_empty() {
+        return Ok((0, 0));
+    }
+    let summaries = summarize(tx, &keys).await?;
+    // (closes the period, event) in publication order.
+    let mut events: Vec<(bool, PeriodEvent)> = Vec::new();
+    let mut closes = (Vec::new(), Vec::new(), Vec::new());
+    let mut adjusts = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut summaries = summaries.into_iter();
+    for step in steps {
+        let mut next = |count: usize| summaries.by_ref().take(count).collect::<Vec<_>>();
+        let due = next(step.due.len());
+        let check = next(step.check.len());
+        let last = next(step.last.len());
+        let closing = |summaries: Vec<Option<Summary>>,
+                       events: &mut Vec<(bool, PeriodEvent)>,
+                       closes: &mut (Vec<String>, Vec<Date>, Vec<serde_json::Value>)| {
+            for summary in summaries.into_iter().flatten().filter(|s| !s.closed) {
+                closes.0.push(summary.event.device_id.to_string());
+                closes.1.push(summary.event.month);
+                closes.2.push(serde_json::to_value(&summary.event).expect("period event serializes"));
+                events.push((true, summary.event));
+            }
+        };
+        closing(due, &mut events, &mut closes);
+        for summary in check.into_iter().flatten().filter(|s| s.closed) {
+            let Summary { mut event, revision, published, .. } = summary;
+            let changed = match published.map(serde_json::from_value::<PeriodEvent>) {
+                Some(Ok(mut previous)) => {
+                    previous.revision = 0;
+                    previous != event
+                }
+                Some(Err(error)) => {
+                    tracing::error!(device_id = %event.device_id, month = %event.month, %error, "Stored period event unreadable; re-publishing.");
+                    true
+                }
+                None => {
+                    tracing::error!(device_id = %event.device_id, month = %event.month, "Closed period without its event; re-publishing.");
+                    true
+                }
+            };
+            if changed {
+                event.revision = revision as u32 + 1;
+                adjusts.0.push(event.device_id.to_string());
+                adjusts.1.push(event.month);
+                adjusts.2.push(event.revision as i32);
+                adjusts.3.push(serde_json::to_value(&event).expect("period event serializes"));
+                events.push((false, event));
+            }
+        }
+        closing(last, &mut events, &mut closes);
+    }
+
+    let mut closed_now = std::collections::HashSet::new();
+    if !closes.0.is_empty() {
+        let statement = tx
+            .prepare_cached(
+                "UPDATE billing_periods p SET status = 'closed', revision = 0, closed_at = now(), published = u.published
+                 FROM unnest($1::text[], $2::date[], $3::jsonb[]) AS u(device_id, month, published)
+                 WHERE p.device_id = u.device_id AND p.month = u.month AND p.status = 'open'
+                 RETURNING p.device_id, p.month",
+            )
+            .await?;
+        for row in tx.query(&statement, &[&closes.0, &closes.1, &closes.2]).await? {
+            closed_now.insert((row.get::<_, String>(0), row.get::<_, Date>(1)));
+        }
+    }
+    if !adjusts.0.is_empty() {
+        let statement = tx
+            .prepare_cached(
+                "UPDATE billing_periods p SET revision = u.revision, published = u.published
+                 FROM unnest($1::text[], $2::date[], $3::int[], $4::jsonb[]) AS u(device_id, month, revision, published)
+                 WHERE p.device_id = u.device_id AND p.month = u.month",
+            )
+            .await?;
+        tx.execute(&statement, &[&adjusts.0, &adjusts.1, &adjusts.2, &adjusts.3]).await?;
+    }
+    events.retain(|(closes, event)| {
+        !closes || closed_now.contains(&(event.device_id.to_string(), event.month))
+    });
+    let closed = events.iter().filter(|(closes, _)| *closes).count() as u64;
+    let adjusted = events.len() as u64 - closed;
+    // Event time: the end of the period, so the billing replay finds a month's
+    // periods by time whatever wall-clock time they were closed at.
+    let envelopes: Vec<Envelope<&PeriodEvent>> = events
+        .iter()
+        .map(|(_, event)| {
+            Envelope::new(
+                event.event_id(),
+                SOURCE,
+                event.event_type(),
+                event.ends_at,
+                event.device_id.as_str(),
+                event,
+            )
+        })
+        .collect();
+    let queued: Vec<(&str, &str, &Envelope<&PeriodEvent>)> =
+        envelopes.iter().map(|envelope| (topic, envelope.data.device_id.as_str(), envelope)).collect();
+    outbox::enqueue_many(tx, &queued).await?;
+    Ok((closed, adjusted))
 }
 
 /// Closes the device's open periods that end (plus grace) at or before `event_time`,
@@ -93,57 +270,26 @@ pub async fn close_and_adjust(
     grace: SignedDuration,
     touched: &BTreeSet<Date>,
 ) -> Result<(u64, u64), tokio_postgres::Error> {
-    let mut closed = 0;
-    if let Some(event_time) = event_time {
-        let due = tx
-            .query(
-                "SELECT month FROM billing_periods
-                 WHERE device_id = $1 AND status = 'open' AND ends_at + $2::text::interval <= $3
-                 ORDER BY month FOR UPDATE",
-                &[&device_id, &interval(grace), &event_time],
-            )
-            .await?;
-        for row in due {
-            if close(tx, topic, device_id, row.get(0)).await? {
-                closed += 1;
-            }
+    let rows = tx
+        .query(
+            "SELECT month, status = 'closed',
+                    status = 'open' AND $3::timestamptz IS NOT NULL AND ends_at + $2::text::interval <= $3
+             FROM billing_periods WHERE device_id = $1 ORDER BY month FOR UPDATE",
+            &[&device_id, &interval(grace), &event_time],
+        )
+        .await?;
+    let touched_months: BTreeSet<Date> = touched.iter().map(|d| d.first_of_month()).collect();
+    let mut step = Step { device_id: device_id.to_owned(), ..Step::default() };
+    for row in rows {
+        let month: Date = row.get(0);
+        if row.get(2) {
+            step.due.push(month);
+        } else if row.get(1) && touched_months.contains(&month) {
+            // A month closed just now is not checked: its event has the figures of now.
+            step.check.push(month);
         }
     }
-    let touched_months: Vec<Date> = touched.iter().map(|d| d.first_of_month()).collect();
-    let mut adjusted = 0;
-    if !touched_months.is_empty() {
-        let rows = tx
-            .query(
-                "SELECT month, revision, published FROM billing_periods
-                 WHERE device_id = $1 AND status = 'closed' AND month = ANY($2)
-                 ORDER BY month FOR UPDATE",
-                &[&device_id, &touched_months],
-            )
-            .await?;
-        for row in rows {
-            let month: Date = row.get(0);
-            let revision: i32 = row.get(1);
-            let published: serde_json::Value = row.get(2);
-            let mut event = summarize(tx, device_id, month, 0).await?;
-            let mut previous: PeriodEvent = match serde_json::from_value(published) {
-                Ok(previous) => previous,
-                Err(error) => {
-                    tracing::error!(device_id, %month, %error, "Stored period event unreadable; re-publishing.");
-                    event.revision = revision as u32 + 1;
-                    publish(tx, topic, &event).await?;
-                    adjusted += 1;
-                    continue;
-                }
-            };
-            previous.revision = 0;
-            if previous != event {
-                event.revision = revision as u32 + 1;
-                publish(tx, topic, &event).await?;
-                adjusted += 1;
-            }
-        }
-    }
-    Ok((closed, adjusted))
+    apply(tx, topic, &[step]).await
 }
 
 /// Closes periods of meters silent for the grace interval whose end plus grace has
@@ -171,14 +317,11 @@ pub async fn close_silent(
             &[&interval(grace), &now, &limit, &caught_up, &all_caught_up],
         )
         .await?;
-    let mut closed = 0;
-    for row in due {
-        let device_id: String = row.get(0);
-        if close(tx, topic, &device_id, row.get(1)).await? {
-            closed += 1;
-        }
-    }
-    Ok(closed)
+    let steps: Vec<Step> = due
+        .iter()
+        .map(|row| Step { device_id: row.get(0), due: vec![row.get(1)], ..Step::default() })
+        .collect();
+    Ok(apply(tx, topic, &steps).await?.0)
 }
 
 /// Closes every open period of the device (it was decommissioned). Returns how many.
@@ -193,13 +336,12 @@ pub async fn close_open(
             &[&device_id],
         )
         .await?;
-    let mut closed = 0;
-    for row in open {
-        if close(tx, topic, device_id, row.get(0)).await? {
-            closed += 1;
-        }
-    }
-    Ok(closed)
+    let step = Step {
+        device_id: device_id.to_owned(),
+        last: open.iter().map(|row| row.get(0)).collect(),
+        ..Step::default()
+    };
+    Ok(apply(tx, topic, &[step]).await?.0)
 }
 
 /// Re-derives the device's periods after its energy was rebuilt (a new zone, or
@@ -259,189 +401,160 @@ pub async fn rederive(
     Ok((closed, adjusted))
 }
 
-async fn close(
-    tx: &Transaction<'_>,
-    topic: &str,
-    device_id: &str,
-    month: Date,
-) -> Result<bool, tokio_postgres::Error> {
-    let event = summarize(tx, device_id, month, 0).await?;
-    let data = serde_json::to_value(&event).expect("period event serializes");
-    let changed = tx
-        .execute(
-            "UPDATE billing_periods SET status = 'closed', revision = 0, closed_at = now(), published = $3
-             WHERE device_id = $1 AND month = $2 AND status = 'open'",
-            &[&device_id, &month, &data],
-        )
-        .await?;
-    if changed == 1 {
-        enqueue(tx, topic, &event).await?;
-    }
-    Ok(changed == 1)
+/// A period's figures as they are now, and what was last published for it.
+struct Summary {
+    /// The figures, as revision 0.
+    event: PeriodEvent,
+    closed: bool,
+    revision: i32,
+    published: Option<serde_json::Value>,
 }
 
-async fn publish(
-    tx: &Transaction<'_>,
-    topic: &str,
-    event: &PeriodEvent,
-) -> Result<(), tokio_postgres::Error> {
-    let data = serde_json::to_value(event).expect("period event serializes");
-    tx.execute(
-        "UPDATE billing_periods SET revision = $3, published = $4 WHERE device_id = $1 AND month = $2",
-        &[&event.device_id.as_str(), &event.period.first_day, &(event.revision as i32), &data],
-    )
-    .await?;
-    enqueue(tx, topic, event).await
-}
-
-async fn enqueue(
-    tx: &Transaction<'_>,
-    topic: &str,
-    event: &PeriodEvent,
-) -> Result<(), tokio_postgres::Error> {
-    // Event time: the end of the period, so the billing replay finds a month's
-    // periods by time whatever wall-clock time they were closed at.
-    let envelope = Envelope::new(
-        event.event_id(),
-        SOURCE,
-        event.event_type(),
-        event.ends_at,
-        event.device_id.as_str(),
-        event,
-    );
-    outbox::enqueue(tx, topic, event.device_id.as_str(), &envelope).await
-}
-
-/// Builds the period's figures from the stored tables (the same tables the API and
-/// Grafana read, so every figure agrees to the watt-hour).
+/// Builds the figures of the periods `keys` (device, month) from the stored tables
+/// (the same tables the API and Grafana read, so every figure agrees to the
+/// watt-hour), in two queries whatever their number. `None` for a key without a
+/// period row.
 async fn summarize(
     tx: &Transaction<'_>,
-    device_id: &str,
-    month: Date,
-    revision: u32,
-) -> Result<PeriodEvent, tokio_postgres::Error> {
-    let period = tx
-        .query_one(
-            "SELECT p.time_zone, p.starts_at, p.ends_at, d.tariff_id, d.sanctioned_load_kw, d.decommissioned_at
-             FROM billing_periods p JOIN devices d ON d.device_id = p.device_id
-             WHERE p.device_id = $1 AND p.month = $2",
-            &[&device_id, &month],
+    keys: &[(&str, Date)],
+) -> Result<Vec<Option<Summary>>, tokio_postgres::Error> {
+    let devices: Vec<&str> = keys.iter().map(|(device, _)| *device).collect();
+    let months: Vec<Date> = keys.iter().map(|(_, month)| *month).collect();
+    let last_days: Vec<Date> = months.iter().map(|month| month.last_of_month()).collect();
+    // Per period: its row, the opening read (the newest counted reading at or before
+    // its start), the closing read (at or before its end), readings and local hours
+    // with readings inside it, and the kinds of counter events inside it.
+    let periods = tx
+        .prepare_cached(
+            "SELECT u.i, p.time_zone, p.starts_at, p.ends_at, d.tariff_id, d.sanctioned_load_kw,
+                    d.decommissioned_at, p.status = 'closed', p.revision, p.published,
+                    o.ts, o.counter_milli_wh, c.ts, c.counter_milli_wh, s.n, s.hours, s.unsynced, k.kinds
+             FROM unnest($1::text[], $2::date[]) WITH ORDINALITY AS u(device_id, month, i)
+             JOIN billing_periods p ON p.device_id = u.device_id AND p.month = u.month
+             JOIN devices d ON d.device_id = u.device_id
+             LEFT JOIN LATERAL (
+                 SELECT r.ts, r.counter_milli_wh FROM readings r
+                 WHERE r.device_id = u.device_id AND r.ts <= p.starts_at AND NOT r.too_late
+                   AND NOT r.after_decommission
+                 ORDER BY r.ts DESC LIMIT 1
+             ) o ON true
+             LEFT JOIN LATERAL (
+                 SELECT r.ts, r.counter_milli_wh FROM readings r
+                 WHERE r.device_id = u.device_id AND r.ts <= p.ends_at AND NOT r.too_late
+                   AND NOT r.after_decommission
+                 ORDER BY r.ts DESC LIMIT 1
+             ) c ON true
+             CROSS JOIN LATERAL (
+                 SELECT count(*) AS n,
+                        count(DISTINCT date_trunc('hour', r.ts AT TIME ZONE p.time_zone)) AS hours,
+                        coalesce(bool_or(r.clock_unsynced), false) AS unsynced
+                 FROM readings r
+                 WHERE r.device_id = u.device_id AND r.ts >= p.starts_at AND r.ts < p.ends_at
+                   AND NOT r.too_late AND NOT r.after_decommission
+             ) s
+             CROSS JOIN LATERAL (
+                 SELECT coalesce(array_agg(DISTINCT e.kind), '{}') AS kinds FROM counter_events e
+                 WHERE e.device_id = u.device_id AND e.ts > p.starts_at AND e.ts <= p.ends_at
+             ) k",
         )
         .await?;
-    let time_zone: String = period.get(0);
-    let starts_at: Timestamp = period.get(1);
-    let ends_at: Timestamp = period.get(2);
-    let tariff_id: Option<String> = period.get(3);
-    let sanctioned_load_kw: Option<Decimal> = period.get(4);
-    let decommissioned_at: Option<Timestamp> = period.get(5);
-    let last_day = month.last_of_month();
-
     let hours = tx
-        .query(
-            "SELECT local_date, local_hour, energy_milli_wh FROM energy_hourly
-             WHERE device_id = $1 AND local_date BETWEEN $2 AND $3 ORDER BY bucket_start",
-            &[&device_id, &month, &last_day],
+        .prepare_cached(
+            "SELECT u.i, h.local_date, h.local_hour, h.energy_milli_wh
+             FROM unnest($1::text[], $2::date[], $3::date[]) WITH ORDINALITY AS u(device_id, month, last_day, i)
+             JOIN energy_hourly h ON h.device_id = u.device_id AND h.local_date BETWEEN u.month AND u.last_day
+             ORDER BY u.i, h.bucket_start",
         )
         .await?;
-    let mut energy_milli_wh = 0i64;
-    let hourly_energy: Vec<HourlyEnergy> = hours
-        .iter()
-        .map(|row| {
-            let date: Date = row.get(0);
-            let hour: i16 = row.get(1);
-            let energy: i64 = row.get(2);
-            energy_milli_wh += energy;
-            HourlyEnergy { hour_start: date.at(hour as i8, 0, 0, 0), energy_kwh: milli_wh_to_kwh(energy) }
-        })
-        .collect();
-
-    let read = |row: Option<tokio_postgres::Row>| {
-        row.map(|row| MeterRead { at: row.get(0), counter_kwh: milli_wh_to_kwh(row.get(1)) })
-    };
-    let opening_read = read(
-        tx.query_opt(
-            "SELECT ts, counter_milli_wh FROM readings
-             WHERE device_id = $1 AND ts <= $2 AND NOT too_late AND NOT after_decommission
-             ORDER BY ts DESC LIMIT 1",
-            &[&device_id, &starts_at],
-        )
-        .await?,
-    );
-    let closing_read = read(
-        tx.query_opt(
-            "SELECT ts, counter_milli_wh FROM readings
-             WHERE device_id = $1 AND ts <= $2 AND NOT too_late AND NOT after_decommission
-             ORDER BY ts DESC LIMIT 1",
-            &[&device_id, &ends_at],
-        )
-        .await?,
-    );
-    let stats = tx
-        .query_one(
-            "SELECT count(*),
-                    count(DISTINCT date_trunc('hour', ts AT TIME ZONE $4)),
-                    coalesce(bool_or(clock_unsynced), false)
-             FROM readings
-             WHERE device_id = $1 AND ts >= $2 AND ts < $3 AND NOT too_late AND NOT after_decommission",
-            &[&device_id, &starts_at, &ends_at, &time_zone],
-        )
-        .await?;
-    let reading_count: i64 = stats.get(0);
-    let hours_with_readings: i64 = stats.get(1);
-    let clock_unsynced: bool = stats.get(2);
-    let period_hours = (ends_at.duration_since(starts_at).as_secs() / 3600).max(1);
-    let coverage =
-        (Decimal::from(hours_with_readings) / Decimal::from(period_hours)).min(Decimal::ONE).round_dp(4);
-
-    let kinds = tx
-        .query(
-            "SELECT DISTINCT kind FROM counter_events WHERE device_id = $1 AND ts > $2 AND ts <= $3",
-            &[&device_id, &starts_at, &ends_at],
-        )
-        .await?;
-    let mut quality_flags = BTreeSet::new();
-    for row in kinds {
-        let flag = match row.get::<_, &str>(0) {
-            "reset" => Some(QualityFlag::CounterReset),
-            "rollover" => Some(QualityFlag::Rollover),
-            "replacement" => Some(QualityFlag::MeterReplaced),
-            "quarantined" => Some(QualityFlag::Quarantined),
-            _ => None,
+    let mut hourly: Vec<(i64, Vec<HourlyEnergy>)> = vec![(0, Vec::new()); keys.len()];
+    for row in tx.query(&hours, &[&devices, &months, &last_days]).await? {
+        let i = row.get::<_, i64>(0) as usize - 1;
+        let date: Date = row.get(1);
+        let hour: i16 = row.get(2);
+        let energy: i64 = row.get(3);
+        hourly[i].0 += energy;
+        hourly[i].1.push(HourlyEnergy {
+            hour_start: date.at(hour as i8, 0, 0, 0),
+            energy_kwh: milli_wh_to_kwh(energy),
+        });
+    }
+    let mut out: Vec<Option<Summary>> = (0..keys.len()).map(|_| None).collect();
+    for row in tx.query(&periods, &[&devices, &months]).await? {
+        let i = row.get::<_, i64>(0) as usize - 1;
+        let (device_id, month) = keys[i];
+        let time_zone: String = row.get(1);
+        let starts_at: Timestamp = row.get(2);
+        let ends_at: Timestamp = row.get(3);
+        let tariff_id: Option<String> = row.get(4);
+        let sanctioned_load_kw: Option<Decimal> = row.get(5);
+        let decommissioned_at: Option<Timestamp> = row.get(6);
+        let read = |at: usize| {
+            row.get::<_, Option<Timestamp>>(at)
+                .map(|ts| MeterRead { at: ts, counter_kwh: milli_wh_to_kwh(row.get(at + 1)) })
         };
-        quality_flags.extend(flag);
-    }
-    if coverage < Decimal::ONE {
-        quality_flags.insert(QualityFlag::Gaps);
-    }
-    if clock_unsynced {
-        quality_flags.insert(QualityFlag::ClockUnsynced);
-    }
-    if opening_read.is_none() {
-        quality_flags.insert(QualityFlag::NoOpeningRead);
-    }
-    if decommissioned_at.is_some_and(|at| starts_at < at && at <= ends_at) {
-        quality_flags.insert(QualityFlag::Decommissioned);
-    }
+        let opening_read = read(10);
+        let closing_read = read(12);
+        let reading_count: i64 = row.get(14);
+        let hours_with_readings: i64 = row.get(15);
+        let clock_unsynced: bool = row.get(16);
+        let kinds: Vec<String> = row.get(17);
+        let (energy_milli_wh, hourly_energy) = std::mem::take(&mut hourly[i]);
 
-    let mut billing_period = BillingPeriod::new(month, last_day, milli_wh_to_kwh(energy_milli_wh));
-    billing_period.hourly_energy = hourly_energy;
-    billing_period.sanctioned_load_kw = sanctioned_load_kw;
-    Ok(PeriodEvent {
-        device_id: DeviceId::parse(device_id).expect("stored device ids are valid"),
-        month,
-        revision,
-        time_zone,
-        starts_at,
-        ends_at,
-        period: billing_period,
-        energy_milli_wh,
-        opening_read,
-        closing_read,
-        reading_count,
-        coverage,
-        quality_flags: quality_flags.into_iter().collect(),
-        tariff_id,
-    })
+        let last_day = month.last_of_month();
+        let period_hours = (ends_at.duration_since(starts_at).as_secs() / 3600).max(1);
+        let coverage =
+            (Decimal::from(hours_with_readings) / Decimal::from(period_hours)).min(Decimal::ONE).round_dp(4);
+        let mut quality_flags = BTreeSet::new();
+        for kind in &kinds {
+            let flag = match kind.as_str() {
+                "reset" => Some(QualityFlag::CounterReset),
+                "rollover" => Some(QualityFlag::Rollover),
+                "replacement" => Some(QualityFlag::MeterReplaced),
+                "quarantined" => Some(QualityFlag::Quarantined),
+                _ => None,
+            };
+            quality_flags.extend(flag);
+        }
+        if coverage < Decimal::ONE {
+            quality_flags.insert(QualityFlag::Gaps);
+        }
+        if clock_unsynced {
+            quality_flags.insert(QualityFlag::ClockUnsynced);
+        }
+        if opening_read.is_none() {
+            quality_flags.insert(QualityFlag::NoOpeningRead);
+        }
+        if decommissioned_at.is_some_and(|at| starts_at < at && at <= ends_at) {
+            quality_flags.insert(QualityFlag::Decommissioned);
+        }
+
+        let mut billing_period = BillingPeriod::new(month, last_day, milli_wh_to_kwh(energy_milli_wh));
+        billing_period.hourly_energy = hourly_energy;
+        billing_period.sanctioned_load_kw = sanctioned_load_kw;
+        let event = PeriodEvent {
+            device_id: DeviceId::parse(device_id).expect("stored device ids are valid"),
+            month,
+            revision: 0,
+            time_zone,
+            starts_at,
+            ends_at,
+            period: billing_period,
+            energy_milli_wh,
+            opening_read,
+            closing_read,
+            reading_count,
+            coverage,
+            quality_flags: quality_flags.into_iter().collect(),
+            tariff_id,
+        };
+        out[i] = Some(Summary { event, closed: row.get(7), revision: row.get(8), published: row.get(9) });
+    }
+    for (i, summary) in out.iter().enumerate() {
+        if summary.is_none() {
+            tracing::error!(device_id = keys[i].0, month = %keys[i].1, "No billing period row to summarize.");
+        }
+    }
+    Ok(out)
 }
 
 /// A PostgreSQL interval literal for a duration (whole seconds).

@@ -167,6 +167,28 @@ pub async fn publish(
     outbox::enqueue(tx, topic, change.device_id.as_str(), &envelope).await
 }
 
+/// Queues changes the processor derived for publication on `topic`, in order, in one
+/// statement (see [`publish`]).
+pub async fn publish_many(
+    tx: &deadpool_postgres::Transaction<'_>,
+    topic: &str,
+    changes: &[DeviceStatusChanged],
+) -> Result<(), tokio_postgres::Error> {
+    let envelopes: Vec<_> = changes
+        .iter()
+        .map(|change| {
+            DeviceEvent::StatusChanged(change.clone()).to_envelope(change.event_id(), EVENT_SOURCE, change.at)
+        })
+        .collect();
+    let queued: Vec<_> = changes
+        .iter()
+        .zip(&envelopes)
+        .map(|(change, envelope)| (topic, change.device_id.as_str(), envelope))
+        .collect();
+    outbox::enqueue_many(tx, &queued).await?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

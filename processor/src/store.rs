@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use deadpool_postgres::Transaction;
 use jiff::civil::Date;
 use jiff::Timestamp;
+use smartmeter_core::device_events::StatusReason;
 use smartmeter_core::energy::CounterReading;
 
 use crate::rollup::{Arrived, DevicePlan, Judgement, Window};
@@ -36,21 +37,22 @@ pub async fn load_devices(
     device_ids: &[&str],
     default_time_zone: &str,
 ) -> Result<HashMap<String, DeviceRow>, tokio_postgres::Error> {
-    tx.execute(
-        "INSERT INTO devices (device_id, time_zone)
-         SELECT id, $2 FROM unnest($1::text[]) AS id ORDER BY id
-         ON CONFLICT (device_id) DO NOTHING",
-        &[&device_ids, &default_time_zone],
-    )
-    .await?;
-    let rows = tx
-        .query(
+    let insert = tx
+        .prepare_cached(
+            "INSERT INTO devices (device_id, time_zone)
+             SELECT id, $2 FROM unnest($1::text[]) AS id ORDER BY id
+             ON CONFLICT (device_id) DO NOTHING",
+        )
+        .await?;
+    tx.execute(&insert, &[&device_ids, &default_time_zone]).await?;
+    let select = tx
+        .prepare_cached(
             "SELECT device_id, time_zone, newest_reading_at, decommissioned_at, last_seen_at,
                     online, status_changed_at, status_reason
              FROM devices WHERE device_id = ANY($1) ORDER BY device_id FOR UPDATE",
-            &[&device_ids],
         )
         .await?;
+    let rows = tx.query(&select, &[&device_ids]).await?;
     Ok(rows.iter().map(|row| (row.get(0), device_row(row))).collect())
 }
 
@@ -68,195 +70,53 @@ fn device_row(row: &tokio_postgres::Row) -> DeviceRow {
     }
 }
 
-/// The stored sequence from the baseline before `earliest` to the newest reading.
-pub async fn load_window(
+/// Per device, the stored sequence from the baseline before `earliest` to the newest
+/// reading, for every `(device, earliest)` given, in ONE query. A device with nothing
+/// stored gets an empty window that starts at its first reading.
+pub async fn load_windows(
     tx: &Transaction<'_>,
-    device_id: &str,
-    earliest: Timestamp,
-) -> Result<Window, tokio_postgres::Error> {
-    let baseline = tx
-        .query_opt(
-            "SELECT ts FROM readings
-             WHERE device_id = $1 AND ts < $2 AND NOT too_late AND NOT after_decommission
-               AND counter_class <> 'jitter'
-             ORDER BY ts DESC LIMIT 1",
-            &[&device_id, &earliest],
-        )
-        .await?
-        .map(|row| row.get::<_, Timestamp>(0));
-    let rows = tx
-        .query(
-            "SELECT ts, counter_milli_wh FROM readings
-             WHERE device_id = $1 AND NOT too_late AND NOT after_decommission
-               AND ($2::timestamptz IS NULL OR ts >= $2)
-             ORDER BY ts",
-            &[&device_id, &baseline],
-        )
-        .await?;
-    Ok(Window {
-        starts_at_first_reading: baseline.is_none(),
-        readings: rows
-            .iter()
-            .map(|row| CounterReading { at: row.get(0), counter_milli_wh: row.get(1) })
-            .collect(),
-    })
-}
-
-/// Writes one device's plan.
-pub async fn apply(
-    tx: &Transaction<'_>,
-    device_id: &str,
-    plan: &DevicePlan,
-) -> Result<(), tokio_postgres::Error> {
-    let mut fresh = ReadingRows::default();
-    for (arrived, judgement) in &plan.inserts {
-        fresh.push(arrived, Kept::Counted(judgement));
+    wanted: &[(String, Timestamp)],
+) -> Result<HashMap<String, Window>, tokio_postgres::Error> {
+    let mut windows: HashMap<String, Window> = HashMap::with_capacity(wanted.len());
+    if wanted.is_empty() {
+        return Ok(windows);
     }
-    for arrived in &plan.too_late {
-        fresh.push(arrived, Kept::TooLate);
-    }
-    for arrived in &plan.after_decommission {
-        fresh.push(arrived, Kept::AfterDecommission);
-    }
-    fresh.insert(tx, false).await?;
-
-    if !plan.replacements.is_empty() {
-        let replaced: Vec<Timestamp> = plan.replacements.iter().map(|(a, _)| a.counter.at).collect();
-        tx.execute(
-            "INSERT INTO reading_conflicts (device_id, ts, counter_milli_wh, payload, kafka_partition, kafka_offset)
-             SELECT device_id, ts, counter_milli_wh, to_jsonb(r), kafka_partition, kafka_offset
-             FROM readings r WHERE device_id = $1 AND ts = ANY($2)
-             ON CONFLICT DO NOTHING",
-            &[&device_id, &replaced],
+    let ids: Vec<&str> = wanted.iter().map(|(id, _)| id.as_str()).collect();
+    let earliest: Vec<Timestamp> = wanted.iter().map(|(_, at)| *at).collect();
+    // The baseline: the newest reading before `earliest` that a step can start from
+    // (jitter does not move the baseline).
+    let statement = tx
+        .prepare_cached(
+            "WITH w AS (
+                 SELECT u.device_id,
+                        (SELECT r.ts FROM readings r
+                         WHERE r.device_id = u.device_id AND r.ts < u.earliest AND NOT r.too_late
+                           AND NOT r.after_decommission AND r.counter_class <> 'jitter'
+                         ORDER BY r.ts DESC LIMIT 1) AS baseline
+                 FROM unnest($1::text[], $2::timestamptz[]) AS u(device_id, earliest)
+             )
+             SELECT w.device_id, w.baseline IS NULL, r.ts, r.counter_milli_wh
+             FROM w CROSS JOIN LATERAL (
+                 SELECT r.ts, r.counter_milli_wh FROM readings r
+                 WHERE r.device_id = w.device_id AND NOT r.too_late AND NOT r.after_decommission
+                   AND (w.baseline IS NULL OR r.ts >= w.baseline)
+                 ORDER BY r.ts
+             ) r
+             ORDER BY w.device_id, r.ts",
         )
         .await?;
-        let mut replacing = ReadingRows::default();
-        for (arrived, judgement) in &plan.replacements {
-            replacing.push(arrived, Kept::Counted(judgement));
-        }
-        replacing.insert(tx, true).await?;
+    for row in tx.query(&statement, &[&ids, &earliest]).await? {
+        let window = windows
+            .entry(row.get(0))
+            .or_insert_with(|| Window { starts_at_first_reading: row.get(1), readings: Vec::new() });
+        window.readings.push(CounterReading { at: row.get(2), counter_milli_wh: row.get(3) });
     }
-
-    if !plan.conflicts.is_empty() {
-        let ts: Vec<Timestamp> = plan.conflicts.iter().map(|a| a.counter.at).collect();
-        let counters: Vec<i64> = plan.conflicts.iter().map(|a| a.counter.counter_milli_wh).collect();
-        let payloads: Vec<serde_json::Value> = plan
-            .conflicts
-            .iter()
-            .map(|a| serde_json::to_value(&a.reading).expect("reading serializes"))
-            .collect();
-        let partitions: Vec<i32> = plan.conflicts.iter().map(|a| a.partition).collect();
-        let offsets: Vec<i64> = plan.conflicts.iter().map(|a| a.offset).collect();
-        tx.execute(
-            "INSERT INTO reading_conflicts (device_id, ts, counter_milli_wh, payload, kafka_partition, kafka_offset)
-             SELECT $1, * FROM unnest($2::timestamptz[], $3::bigint[], $4::jsonb[], $5::int[], $6::bigint[])
-             ON CONFLICT DO NOTHING",
-            &[&device_id, &ts, &counters, &payloads, &partitions, &offsets],
-        )
-        .await?;
+    for id in ids {
+        windows
+            .entry(id.to_owned())
+            .or_insert_with(|| Window { starts_at_first_reading: true, readings: Vec::new() });
     }
-
-    if !plan.rejudged.is_empty() {
-        let ts: Vec<Timestamp> = plan.rejudged.iter().map(|(at, _)| *at).collect();
-        let classes: Vec<&str> = plan.rejudged.iter().map(|(_, j)| j.kind.as_str()).collect();
-        let counted: Vec<i64> = plan.rejudged.iter().map(|(_, j)| j.counted_milli_wh).collect();
-        tx.execute(
-            "UPDATE readings r SET counter_class = u.class, counted_milli_wh = u.counted
-             FROM unnest($2::timestamptz[], $3::text[], $4::bigint[]) AS u(ts, class, counted)
-             WHERE r.device_id = $1 AND r.ts = u.ts",
-            &[&device_id, &ts, &classes, &counted],
-        )
-        .await?;
-    }
-
-    write_counter_events(tx, device_id, plan).await?;
-    write_energy(tx, device_id, plan).await?;
-    update_device(tx, device_id, plan).await?;
-    Ok(())
-}
-
-async fn write_counter_events(
-    tx: &Transaction<'_>,
-    device_id: &str,
-    plan: &DevicePlan,
-) -> Result<(), tokio_postgres::Error> {
-    if plan.inserts.is_empty() && plan.replacements.is_empty() {
-        return Ok(());
-    }
-    tx.execute(
-        "DELETE FROM counter_events WHERE device_id = $1 AND ($2::timestamptz IS NULL OR ts > $2)",
-        &[&device_id, &plan.events_after],
-    )
-    .await?;
-    if plan.events.is_empty() {
-        return Ok(());
-    }
-    let ts: Vec<Timestamp> = plan.events.iter().map(|s| s.reading.at).collect();
-    let kinds: Vec<&str> = plan.events.iter().map(|s| s.kind.as_str()).collect();
-    let previous_ts: Vec<Timestamp> = plan.events.iter().map(|s| s.baseline.at).collect();
-    let previous: Vec<i64> = plan.events.iter().map(|s| s.baseline.counter_milli_wh).collect();
-    let current: Vec<i64> = plan.events.iter().map(|s| s.reading.counter_milli_wh).collect();
-    let counted: Vec<i64> = plan.events.iter().map(|s| s.counted_milli_wh).collect();
-    let quarantined: Vec<i64> = plan.events.iter().map(|s| s.quarantined_milli_wh).collect();
-    tx.execute(
-        "INSERT INTO counter_events (device_id, ts, kind, previous_ts, previous_milli_wh,
-                                     current_milli_wh, counted_milli_wh, quarantined_milli_wh)
-         SELECT $1, * FROM unnest($2::timestamptz[], $3::text[], $4::timestamptz[], $5::bigint[],
-                                  $6::bigint[], $7::bigint[], $8::bigint[])",
-        &[&device_id, &ts, &kinds, &previous_ts, &previous, &current, &counted, &quarantined],
-    )
-    .await?;
-    Ok(())
-}
-
-async fn write_energy(
-    tx: &Transaction<'_>,
-    device_id: &str,
-    plan: &DevicePlan,
-) -> Result<(), tokio_postgres::Error> {
-    if !plan.hourly.is_empty() {
-        let starts: Vec<Timestamp> = plan.hourly.keys().map(|b| b.start).collect();
-        let ends: Vec<Timestamp> = plan.hourly.keys().map(|b| b.end).collect();
-        let dates: Vec<Date> = plan.hourly.keys().map(|b| b.local_date).collect();
-        let hours: Vec<i16> = plan.hourly.keys().map(|b| i16::from(b.local_hour)).collect();
-        let offsets: Vec<i32> = plan.hourly.keys().map(|b| b.utc_offset_seconds).collect();
-        let energy: Vec<i64> = plan.hourly.values().copied().collect();
-        tx.execute(
-            "INSERT INTO energy_hourly AS h (device_id, bucket_start, bucket_end, local_date, local_hour,
-                                             utc_offset_seconds, energy_milli_wh)
-             SELECT $1, * FROM unnest($2::timestamptz[], $3::timestamptz[], $4::date[], $5::smallint[],
-                                      $6::int[], $7::bigint[])
-             ON CONFLICT (device_id, bucket_start)
-             DO UPDATE SET energy_milli_wh = h.energy_milli_wh + EXCLUDED.energy_milli_wh",
-            &[&device_id, &starts, &ends, &dates, &hours, &offsets, &energy],
-        )
-        .await?;
-        // A bucket that a re-split brought back to zero leaves no row, so the tables do
-        // not depend on the order the readings arrived in.
-        tx.execute(
-            "DELETE FROM energy_hourly WHERE device_id = $1 AND bucket_start = ANY($2) AND energy_milli_wh = 0",
-            &[&device_id, &starts],
-        )
-        .await?;
-    }
-    if !plan.daily.is_empty() {
-        let dates: Vec<Date> = plan.daily.keys().copied().collect();
-        let energy: Vec<i64> = plan.daily.values().copied().collect();
-        tx.execute(
-            "INSERT INTO energy_daily AS d (device_id, local_date, energy_milli_wh)
-             SELECT $1, * FROM unnest($2::date[], $3::bigint[])
-             ON CONFLICT (device_id, local_date)
-             DO UPDATE SET energy_milli_wh = d.energy_milli_wh + EXCLUDED.energy_milli_wh",
-            &[&device_id, &dates, &energy],
-        )
-        .await?;
-        tx.execute(
-            "DELETE FROM energy_daily WHERE device_id = $1 AND local_date = ANY($2) AND energy_milli_wh = 0",
-            &[&device_id, &dates],
-        )
-        .await?;
-    }
-    Ok(())
+    Ok(windows)
 }
 
 /// The readings of a plan that came from the meter this time (duplicates left out), in
@@ -275,53 +135,423 @@ pub fn arrivals(plan: &DevicePlan) -> Vec<&Arrived> {
     arrivals
 }
 
-async fn update_device(
-    tx: &Transaction<'_>,
-    device_id: &str,
-    plan: &DevicePlan,
-) -> Result<(), tokio_postgres::Error> {
-    let arrivals = arrivals(plan);
-    let partition = arrivals.last().map(|a| a.partition);
-    let mut last_seen: Option<Timestamp> = None;
-    let mut first_seen: Option<Timestamp> = None;
-    let mut newest_with_fw: Option<(Timestamp, &str)> = None;
-    for arrived in arrivals {
-        let reading = &arrived.reading;
-        last_seen = last_seen.max(Some(reading.received_at));
-        first_seen = Some(first_seen.map_or(reading.received_at, |f| f.min(reading.received_at)));
-        if let Some(fw) = reading.fw.as_deref() {
-            if newest_with_fw.is_none_or(|(at, _)| reading.timestamp > at) {
-                newest_with_fw = Some((reading.timestamp, fw));
+/// Everything one round of a batch writes for its devices (each device at most once:
+/// one segment of its batch), as columns: one statement per table whatever the number
+/// of devices. [`Writes::flush`] writes them in the order a single device's writes
+/// depend on (readings, conflicts, re-judgements, counter events, energy, device rows).
+#[derive(Default)]
+pub struct Writes {
+    fresh: ReadingRows,
+    replacing: ReadingRows,
+    /// (device, ts) of stored readings that `replacing` replaces.
+    replaced: (Vec<String>, Vec<Timestamp>),
+    conflicts: ConflictRows,
+    rejudged: RejudgedRows,
+    /// Per device whose counter events are recomputed: events after this (all: NULL)
+    /// are replaced by `events`.
+    events_reset: (Vec<String>, Vec<Option<Timestamp>>),
+    events: EventRows,
+    pub energy: EnergyRows,
+    devices: DeviceUpdates,
+}
+
+impl Writes {
+    /// Adds one device's plan; `status`: its state after the plan, when telemetry
+    /// changed it.
+    pub fn add(&mut self, device_id: &str, plan: &DevicePlan, status: Option<status::State>) {
+        for (arrived, judgement) in &plan.inserts {
+            self.fresh.push(arrived, Kept::Counted(judgement));
+        }
+        for arrived in &plan.too_late {
+            self.fresh.push(arrived, Kept::TooLate);
+        }
+        for arrived in &plan.after_decommission {
+            self.fresh.push(arrived, Kept::AfterDecommission);
+        }
+        for (arrived, judgement) in &plan.replacements {
+            self.replaced.0.push(device_id.to_owned());
+            self.replaced.1.push(arrived.counter.at);
+            self.replacing.push(arrived, Kept::Counted(judgement));
+        }
+        for arrived in &plan.conflicts {
+            self.conflicts.push(device_id, arrived);
+        }
+        for (at, judgement) in &plan.rejudged {
+            self.rejudged.device_id.push(device_id.to_owned());
+            self.rejudged.ts.push(*at);
+            self.rejudged.class.push(judgement.kind.as_str());
+            self.rejudged.counted.push(judgement.counted_milli_wh);
+        }
+        if !plan.inserts.is_empty() || !plan.replacements.is_empty() {
+            self.events_reset.0.push(device_id.to_owned());
+            self.events_reset.1.push(plan.events_after);
+            for step in &plan.events {
+                self.events.push(device_id, step);
             }
         }
+        self.energy.add(device_id, plan);
+        self.devices.push(device_id, plan, status);
     }
-    let stored = (plan.inserts.len() + plan.too_late.len() + plan.after_decommission.len()) as i64;
-    let duplicates = plan.duplicates as i64;
-    let firmware = newest_with_fw.map(|(_, fw)| fw);
-    tx.execute(
-        "UPDATE devices SET
-             newest_reading_at = greatest(newest_reading_at, $2),
-             last_seen_at      = greatest(last_seen_at, $3),
-             first_seen_at     = coalesce(first_seen_at, $4),
-             firmware_version  = coalesce($5, firmware_version),
-             readings_total    = readings_total + $6,
-             duplicates_total  = duplicates_total + $7,
-             telemetry_partition = coalesce($8, telemetry_partition),
-             updated_at        = now()
-         WHERE device_id = $1",
-        &[
-            &device_id,
-            &plan.newest_reading_at,
-            &last_seen,
-            &first_seen,
-            &firmware,
-            &stored,
-            &duplicates,
-            &partition,
-        ],
-    )
-    .await?;
-    Ok(())
+
+    pub async fn flush(&self, tx: &Transaction<'_>) -> Result<(), tokio_postgres::Error> {
+        self.fresh.insert(tx, false).await?;
+        if !self.replaced.0.is_empty() {
+            let statement = tx
+                .prepare_cached(
+                    "INSERT INTO reading_conflicts (device_id, ts, counter_milli_wh, payload, kafka_partition, kafka_offset)
+                     SELECT r.device_id, r.ts, r.counter_milli_wh, to_jsonb(r), r.kafka_partition, r.kafka_offset
+                     FROM readings r JOIN unnest($1::text[], $2::timestamptz[]) AS u(device_id, ts)
+                          ON r.device_id = u.device_id AND r.ts = u.ts
+                     ON CONFLICT DO NOTHING",
+                )
+                .await?;
+            tx.execute(&statement, &[&self.replaced.0, &self.replaced.1]).await?;
+            self.replacing.insert(tx, true).await?;
+        }
+        self.conflicts.insert(tx).await?;
+        self.rejudged.update(tx).await?;
+        if !self.events_reset.0.is_empty() {
+            let statement = tx
+                .prepare_cached(
+                    "DELETE FROM counter_events c USING unnest($1::text[], $2::timestamptz[]) AS u(device_id, after)
+                     WHERE c.device_id = u.device_id AND (u.after IS NULL OR c.ts > u.after)",
+                )
+                .await?;
+            tx.execute(&statement, &[&self.events_reset.0, &self.events_reset.1]).await?;
+            self.events.insert(tx).await?;
+        }
+        self.energy.flush(tx).await?;
+        self.devices.update(tx).await?;
+        Ok(())
+    }
+}
+
+#[derive(Default)]
+struct ConflictRows {
+    device_id: Vec<String>,
+    ts: Vec<Timestamp>,
+    counter: Vec<i64>,
+    payload: Vec<serde_json::Value>,
+    partition: Vec<i32>,
+    offset: Vec<i64>,
+}
+
+impl ConflictRows {
+    fn push(&mut self, device_id: &str, arrived: &Arrived) {
+        self.device_id.push(device_id.to_owned());
+        self.ts.push(arrived.counter.at);
+        self.counter.push(arrived.counter.counter_milli_wh);
+        self.payload.push(serde_json::to_value(&arrived.reading).expect("reading serializes"));
+        self.partition.push(arrived.partition);
+        self.offset.push(arrived.offset);
+    }
+
+    async fn insert(&self, tx: &Transaction<'_>) -> Result<(), tokio_postgres::Error> {
+        if self.ts.is_empty() {
+            return Ok(());
+        }
+        let statement = tx
+            .prepare_cached(
+                "INSERT INTO reading_conflicts (device_id, ts, counter_milli_wh, payload, kafka_partition, kafka_offset)
+                 SELECT * FROM unnest($1::text[], $2::timestamptz[], $3::bigint[], $4::jsonb[], $5::int[], $6::bigint[])
+                 ON CONFLICT DO NOTHING",
+            )
+            .await?;
+        tx.execute(
+            &statement,
+            &[&self.device_id, &self.ts, &self.counter, &self.payload, &self.partition, &self.offset],
+        )
+        .await?;
+        Ok(())
+    }
+}
+
+#[derive(Default)]
+struct RejudgedRows {
+    device_id: Vec<String>,
+    ts: Vec<Timestamp>,
+    class: Vec<&'static str>,
+    counted: Vec<i64>,
+}
+
+impl RejudgedRows {
+    async fn update(&self, tx: &Transaction<'_>) -> Result<(), tokio_postgres::Error> {
+        if self.ts.is_empty() {
+            return Ok(());
+        }
+        let statement = tx
+            .prepare_cached(
+                "UPDATE readings r SET counter_class = u.class, counted_milli_wh = u.counted
+                 FROM unnest($1::text[], $2::timestamptz[], $3::text[], $4::bigint[]) AS u(device_id, ts, class, counted)
+                 WHERE r.device_id = u.device_id AND r.ts = u.ts",
+            )
+            .await?;
+        tx.execute(&statement, &[&self.device_id, &self.ts, &self.class, &self.counted]).await?;
+        Ok(())
+    }
+}
+
+#[derive(Default)]
+struct EventRows {
+    device_id: Vec<String>,
+    ts: Vec<Timestamp>,
+    kind: Vec<&'static str>,
+    previous_ts: Vec<Timestamp>,
+    previous: Vec<i64>,
+    current: Vec<i64>,
+    counted: Vec<i64>,
+    quarantined: Vec<i64>,
+}
+
+impl EventRows {
+    fn push(&mut self, device_id: &str, step: &smartmeter_core::energy::Step) {
+        self.device_id.push(device_id.to_owned());
+        self.ts.push(step.reading.at);
+        self.kind.push(step.kind.as_str());
+        self.previous_ts.push(step.baseline.at);
+        self.previous.push(step.baseline.counter_milli_wh);
+        self.current.push(step.reading.counter_milli_wh);
+        self.counted.push(step.counted_milli_wh);
+        self.quarantined.push(step.quarantined_milli_wh);
+    }
+
+    async fn insert(&self, tx: &Transaction<'_>) -> Result<(), tokio_postgres::Error> {
+        if self.ts.is_empty() {
+            return Ok(());
+        }
+        let statement = tx
+            .prepare_cached(
+                "INSERT INTO counter_events (device_id, ts, kind, previous_ts, previous_milli_wh,
+                                             current_milli_wh, counted_milli_wh, quarantined_milli_wh)
+                 SELECT * FROM unnest($1::text[], $2::timestamptz[], $3::text[], $4::timestamptz[], $5::bigint[],
+                                      $6::bigint[], $7::bigint[], $8::bigint[])",
+            )
+            .await?;
+        tx.execute(
+            &statement,
+            &[
+                &self.device_id,
+                &self.ts,
+                &self.kind,
+                &self.previous_ts,
+                &self.previous,
+                &self.current,
+                &self.counted,
+                &self.quarantined,
+            ],
+        )
+        .await?;
+        Ok(())
+    }
+}
+
+/// Energy increments per local hour and day of several devices, added in one
+/// statement per table. A bucket that comes back to zero (a re-split moved its
+/// energy) leaves no row, so the tables do not depend on the order readings arrived in.
+#[derive(Default)]
+pub struct EnergyRows {
+    hourly_device: Vec<String>,
+    starts: Vec<Timestamp>,
+    ends: Vec<Timestamp>,
+    dates: Vec<Date>,
+    hours: Vec<i16>,
+    offsets: Vec<i32>,
+    hourly_energy: Vec<i64>,
+    daily_device: Vec<String>,
+    days: Vec<Date>,
+    daily_energy: Vec<i64>,
+}
+
+impl EnergyRows {
+    pub fn add(&mut self, device_id: &str, plan: &DevicePlan) {
+        for (bucket, energy) in &plan.hourly {
+            self.hourly_device.push(device_id.to_owned());
+            self.starts.push(bucket.start);
+            self.ends.push(bucket.end);
+            self.dates.push(bucket.local_date);
+            self.hours.push(i16::from(bucket.local_hour));
+            self.offsets.push(bucket.utc_offset_seconds);
+            self.hourly_energy.push(*energy);
+        }
+        for (date, energy) in &plan.daily {
+            self.daily_device.push(device_id.to_owned());
+            self.days.push(*date);
+            self.daily_energy.push(*energy);
+        }
+    }
+
+    pub async fn flush(&self, tx: &Transaction<'_>) -> Result<(), tokio_postgres::Error> {
+        if !self.starts.is_empty() {
+            let upsert = tx
+                .prepare_cached(
+                    "WITH up AS (
+                         INSERT INTO energy_hourly AS h (device_id, bucket_start, bucket_end, local_date, local_hour,
+                                                         utc_offset_seconds, energy_milli_wh)
+                         SELECT * FROM unnest($1::text[], $2::timestamptz[], $3::timestamptz[], $4::date[],
+                                              $5::smallint[], $6::int[], $7::bigint[])
+                         ON CONFLICT (device_id, bucket_start)
+                         DO UPDATE SET energy_milli_wh = h.energy_milli_wh + EXCLUDED.energy_milli_wh
+                         RETURNING device_id, bucket_start, energy_milli_wh
+                     )
+                     SELECT device_id, bucket_start FROM up WHERE energy_milli_wh = 0",
+                )
+                .await?;
+            let zero = tx
+                .query(
+                    &upsert,
+                    &[
+                        &self.hourly_device,
+                        &self.starts,
+                        &self.ends,
+                        &self.dates,
+                        &self.hours,
+                        &self.offsets,
+                        &self.hourly_energy,
+                    ],
+                )
+                .await?;
+            if !zero.is_empty() {
+                let devices: Vec<&str> = zero.iter().map(|row| row.get(0)).collect();
+                let starts: Vec<Timestamp> = zero.iter().map(|row| row.get(1)).collect();
+                let delete = tx
+                    .prepare_cached(
+                        "DELETE FROM energy_hourly h USING unnest($1::text[], $2::timestamptz[]) AS u(device_id, s)
+                         WHERE h.device_id = u.device_id AND h.bucket_start = u.s AND h.energy_milli_wh = 0",
+                    )
+                    .await?;
+                tx.execute(&delete, &[&devices, &starts]).await?;
+            }
+        }
+        if !self.days.is_empty() {
+            let upsert = tx
+                .prepare_cached(
+                    "WITH up AS (
+                         INSERT INTO energy_daily AS d (device_id, local_date, energy_milli_wh)
+                         SELECT * FROM unnest($1::text[], $2::date[], $3::bigint[])
+                         ON CONFLICT (device_id, local_date)
+                         DO UPDATE SET energy_milli_wh = d.energy_milli_wh + EXCLUDED.energy_milli_wh
+                         RETURNING device_id, local_date, energy_milli_wh
+                     )
+                     SELECT device_id, local_date FROM up WHERE energy_milli_wh = 0",
+                )
+                .await?;
+            let zero = tx.query(&upsert, &[&self.daily_device, &self.days, &self.daily_energy]).await?;
+            if !zero.is_empty() {
+                let devices: Vec<&str> = zero.iter().map(|row| row.get(0)).collect();
+                let days: Vec<Date> = zero.iter().map(|row| row.get(1)).collect();
+                let delete = tx
+                    .prepare_cached(
+                        "DELETE FROM energy_daily d USING unnest($1::text[], $2::date[]) AS u(device_id, day)
+                         WHERE d.device_id = u.device_id AND d.local_date = u.day AND d.energy_milli_wh = 0",
+                    )
+                    .await?;
+                tx.execute(&delete, &[&devices, &days]).await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The device-row changes of a round: counts, times, firmware, partition, and the
+/// online state telemetry implied (newest wins, as [`status::store`]).
+#[derive(Default)]
+struct DeviceUpdates {
+    device_id: Vec<String>,
+    newest: Vec<Option<Timestamp>>,
+    last_seen: Vec<Option<Timestamp>>,
+    first_seen: Vec<Option<Timestamp>>,
+    firmware: Vec<Option<String>>,
+    stored: Vec<i64>,
+    duplicates: Vec<i64>,
+    partition: Vec<Option<i32>>,
+    online: Vec<Option<bool>>,
+    reason: Vec<Option<&'static str>>,
+    status_at: Vec<Option<Timestamp>>,
+}
+
+impl DeviceUpdates {
+    fn push(&mut self, device_id: &str, plan: &DevicePlan, status: Option<status::State>) {
+        let arrivals = arrivals(plan);
+        let partition = arrivals.last().map(|a| a.partition);
+        let mut last_seen: Option<Timestamp> = None;
+        let mut first_seen: Option<Timestamp> = None;
+        let mut newest_with_fw: Option<(Timestamp, &str)> = None;
+        for arrived in arrivals {
+            let reading = &arrived.reading;
+            last_seen = last_seen.max(Some(reading.received_at));
+            first_seen = Some(first_seen.map_or(reading.received_at, |f| f.min(reading.received_at)));
+            if let Some(fw) = reading.fw.as_deref() {
+                if newest_with_fw.is_none_or(|(at, _)| reading.timestamp > at) {
+                    newest_with_fw = Some((reading.timestamp, fw));
+                }
+            }
+        }
+        self.device_id.push(device_id.to_owned());
+        self.newest.push(plan.newest_reading_at);
+        self.last_seen.push(last_seen);
+        self.first_seen.push(first_seen);
+        self.firmware.push(newest_with_fw.map(|(_, fw)| fw.to_owned()));
+        self.stored.push((plan.inserts.len() + plan.too_late.len() + plan.after_decommission.len()) as i64);
+        self.duplicates.push(plan.duplicates as i64);
+        self.partition.push(partition);
+        let status = status.filter(|s| s.online.is_some() && s.at.is_some());
+        self.online.push(status.and_then(|s| s.online));
+        self.reason.push(status.map(|s| s.reason.unwrap_or(StatusReason::Telemetry).as_str()));
+        self.status_at.push(status.and_then(|s| s.at));
+    }
+
+    async fn update(&self, tx: &Transaction<'_>) -> Result<(), tokio_postgres::Error> {
+        if self.device_id.is_empty() {
+            return Ok(());
+        }
+        // `w`: the state telemetry implied is newer than the stored one, by (at,
+        // offline before online, reason), as `status::store` decides.
+        let statement = tx
+            .prepare_cached(
+                "UPDATE devices d SET
+                     newest_reading_at   = greatest(d.newest_reading_at, u.newest),
+                     last_seen_at        = greatest(d.last_seen_at, u.last_seen),
+                     first_seen_at       = coalesce(d.first_seen_at, u.first_seen),
+                     firmware_version    = coalesce(u.firmware, d.firmware_version),
+                     readings_total      = d.readings_total + u.stored,
+                     duplicates_total    = d.duplicates_total + u.duplicates,
+                     telemetry_partition = coalesce(u.partition, d.telemetry_partition),
+                     (online, status_reason, status_changed_at) = (
+                         SELECT CASE WHEN w THEN u.online ELSE d.online END,
+                                CASE WHEN w THEN u.reason ELSE d.status_reason END,
+                                CASE WHEN w THEN u.status_at ELSE d.status_changed_at END
+                         FROM (SELECT u.status_at IS NOT NULL
+                                      AND (d.status_changed_at IS NULL OR d.online IS NULL
+                                           OR (d.status_changed_at, NOT d.online, coalesce(d.status_reason, 'telemetry'))
+                                              < (u.status_at, NOT u.online, u.reason)) AS w) AS wins
+                     ),
+                     updated_at          = now()
+                 FROM unnest($1::text[], $2::timestamptz[], $3::timestamptz[], $4::timestamptz[], $5::text[],
+                             $6::bigint[], $7::bigint[], $8::int[], $9::bool[], $10::text[], $11::timestamptz[])
+                      AS u(device_id, newest, last_seen, first_seen, firmware, stored, duplicates, partition,
+                           online, reason, status_at)
+                 WHERE d.device_id = u.device_id",
+            )
+            .await?;
+        tx.execute(
+            &statement,
+            &[
+                &self.device_id,
+                &self.newest,
+                &self.last_seen,
+                &self.first_seen,
+                &self.firmware,
+                &self.stored,
+                &self.duplicates,
+                &self.partition,
+                &self.online,
+                &self.reason,
+                &self.status_at,
+            ],
+        )
+        .await?;
+        Ok(())
+    }
 }
 
 /// Readings as columns, for one multi-row `INSERT ... SELECT FROM unnest(...)`.
@@ -431,8 +661,9 @@ impl ReadingRows {
                                   $20::bigint[], $21::int[], $22::bigint[], $23::bool[])
              {on_conflict}"
         );
+        let statement = tx.prepare_cached(&sql).await?;
         tx.execute(
-            &sql,
+            &statement,
             &[
                 &self.device_id,
                 &self.ts,
@@ -501,7 +732,9 @@ pub async fn rebuild_energy(
         daily: daily.into_iter().filter(|(_, energy)| *energy != 0).collect(),
         ..DevicePlan::default()
     };
-    write_energy(tx, device_id, &plan).await?;
+    let mut energy = EnergyRows::default();
+    energy.add(device_id, &plan);
+    energy.flush(tx).await?;
     let mut dates: std::collections::BTreeSet<Date> =
         readings.iter().map(|r| r.at.to_zoned(tz.clone()).date()).collect();
     dates.extend(plan.daily.keys().copied());
@@ -528,13 +761,13 @@ pub async fn load_periods(
     tx: &Transaction<'_>,
     device_ids: &[&str],
 ) -> Result<HashMap<String, crate::segment::Periods>, tokio_postgres::Error> {
-    let rows = tx
-        .query(
+    let select = tx
+        .prepare_cached(
             "SELECT device_id, month, status = 'closed', ends_at FROM billing_periods
              WHERE device_id = ANY($1) ORDER BY device_id, month FOR UPDATE",
-            &[&device_ids],
         )
         .await?;
+    let rows = tx.query(&select, &[&device_ids]).await?;
     let mut out: HashMap<String, crate::segment::Periods> = HashMap::new();
     for row in rows {
         out.entry(row.get(0)).or_default().months.insert(row.get(1), (row.get(2), row.get(3)));
