@@ -21,4 +21,23 @@ echo "test: dashboard (npm ci, build, browser tests in Debian Chromium; query-ap
 (cd query-api/dashboard && npm ci --no-audit --no-fund --loglevel=error && npm test)
 echo "test: cargo test"
 cargo test --workspace --locked
+
+# Where this machine's PostgreSQL has TimescaleDB (hypertables, continuous aggregate,
+# compression), the tests whose results come from the database run once more on a
+# plain PostgreSQL 15 cluster of their own: both paths must give the same results.
+if [[ $(psql "$SMARTMETER_DATABASE_URL" -XtAc "SELECT count(*) FROM pg_extension WHERE extname = 'timescaledb'") == 1 ]]; then
+    plain_state="$SMARTMETER_STATE_DIR/plain-postgres"
+    plain_port=$((SMARTMETER_PG_PORT + 2))
+    plain() {
+        SMARTMETER_STATE_DIR=$plain_state SMARTMETER_PG_PORT=$plain_port SMARTMETER_TIMESCALEDB=off \
+            SMARTMETER_DATABASE_URL=postgres://smartmeter:smartmeter@127.0.0.1:$plain_port/smartmeter \
+            SMARTMETER_TEST_DATABASE_URL=postgres://smartmeter:smartmeter@127.0.0.1:$plain_port/smartmeter_test \
+            "$@"
+    }
+    trap 'plain infra/down.sh postgres' EXIT
+    echo "test: again on plain PostgreSQL (no TimescaleDB), port $plain_port"
+    plain infra/up.sh postgres
+    plain cargo test --locked -p smartmeter-query-api -p smartmeter-billing-worker
+    plain cargo test --locked -p smartmeter-processor --test periods --test device_events --test restart
+fi
 infra/bench.sh --smoke

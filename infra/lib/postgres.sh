@@ -32,7 +32,10 @@ postgres_admin_sql() {
     as_pg "$PG_BIN/psql" -h "$PG_SOCKET_DIR" -p "$PG_PORT" -U postgres -X -q -v ON_ERROR_STOP=1 "$@"
 }
 
+# SMARTMETER_TIMESCALEDB=off runs a plain PostgreSQL even where the library is
+# installed (infra/test.sh uses it to prove both paths give the same results).
 postgres_has_timescaledb() {
+    [[ ${SMARTMETER_TIMESCALEDB:-auto} == off ]] && return 1
     local libdir
     libdir=$("$PG_BIN/pg_config" --pkglibdir 2>/dev/null || echo /usr/lib/postgresql/15/lib)
     compgen -G "$libdir/timescaledb*.so" >/dev/null
@@ -84,7 +87,8 @@ postgres_init() {
     echo "include 'smartmeter.conf'" | as_pg tee -a "$PG_DATA/postgresql.conf" >/dev/null
 }
 
-# Role smartmeter and its databases; created when missing, never altered.
+# Role smartmeter and its databases; created when missing, never altered (but for the
+# one grant TimescaleDB needs, below).
 postgres_provision() {
     if [[ -z $(postgres_admin_sql -d postgres -tAc "SELECT 1 FROM pg_roles WHERE rolname = '$PG_ROLE'") ]]; then
         postgres_admin_sql -d postgres -c "CREATE ROLE $PG_ROLE LOGIN CREATEDB PASSWORD '$PG_ROLE_PASSWORD'"
@@ -105,6 +109,10 @@ postgres_provision() {
         # The databases the tests create are copies of template1: with the extension
         # there, they exercise the TimescaleDB path too.
         postgres_admin_sql -d template1 -c "CREATE EXTENSION IF NOT EXISTS timescaledb"
+        # Each database then has a TimescaleDB job scheduler connected, a background
+        # worker of no role: DROP DATABASE ... WITH (FORCE), which the tests use on
+        # their databases, may terminate it only with pg_signal_backend (PostgreSQL 15).
+        postgres_admin_sql -d postgres -c "GRANT pg_signal_backend TO $PG_ROLE"
     fi
 }
 
