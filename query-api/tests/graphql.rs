@@ -74,9 +74,27 @@ where
     let state = AppState::new(Store::new(pool.clone()), options).unwrap();
 
     let result = tokio::spawn(test(Db { pool, state })).await;
-    client.batch_execute(&format!("DROP SCHEMA {schema} CASCADE")).await.unwrap();
+    drop_schema(&client, &schema).await;
     if let Err(error) = result {
         std::panic::resume_unwind(error.into_panic());
+    }
+}
+
+/// Drops `schema`. With TimescaleDB the drop deletes the schema's policy jobs, which the
+/// job scheduler may be updating at that moment ("tuple concurrently updated"): then
+/// again, a few times.
+async fn drop_schema(client: &deadpool_postgres::Object, schema: &str) {
+    for attempt in 1.. {
+        match client.batch_execute(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE")).await {
+            Ok(()) => return,
+            Err(error)
+                if attempt < 5
+                    && error.as_db_error().is_some_and(|db| db.message().contains("concurrently")) =>
+            {
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
+            Err(error) => panic!("drop schema {schema}: {error:?}"),
+        }
     }
 }
 
@@ -90,7 +108,7 @@ async fn drop_stale_schemas(client: &deadpool_postgres::Object, now: i64) {
         let name: String = row.get(0);
         let created: Option<i64> = name.split('_').nth(3).and_then(|s| s.parse().ok());
         if created.is_some_and(|created| now - created > 3600) {
-            let _ = client.batch_execute(&format!("DROP SCHEMA IF EXISTS \"{name}\" CASCADE")).await;
+            drop_schema(client, &name).await;
         }
     }
 }
