@@ -1,14 +1,12 @@
 //! The query API against a real PostgreSQL.
 //!
-//! Each test gets a fresh schema (`qa_query_api_…`) in the test database
-//! (`SMARTMETER_TEST_DATABASE_URL`, else `SMARTMETER_DATABASE_URL`, else the local
-//! stack's `smartmeter_test`), runs core's migrations into it, inserts a real day of
-//! household MAC000002 (Low Carbon London, `shared/data/`) and drops the schema at
+//! Each test gets a database of its own (`test_query_api_…`, on the server of
+//! `SMARTMETER_DATABASE_URL`), runs core's migrations into it, inserts a real day of
+//! household MAC000002 (Low Carbon London, `shared/data/`) and drops the database at
 //! the end, so demo data is never touched. Start the database with `infra/up.sh postgres`.
 
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::sync::atomic::{AtomicU32, Ordering};
 
 use axum::body::Body;
 use axum::http::{header, Request, StatusCode};
@@ -17,13 +15,13 @@ use jiff::tz::TimeZone;
 use jiff::{SignedDuration, Timestamp, ToSpan as _};
 use rust_decimal::Decimal;
 use serde_json::{json, Value};
+use smartmeter_core::service::testkit::TestDatabase;
 use smartmeter_core::service::{db, health::Health};
 use smartmeter_query_api::store::Store;
 use smartmeter_query_api::{app, ops, ApiOptions, AppState};
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt as _;
 
-const DEFAULT_TEST_DATABASE_URL: &str = "postgres://smartmeter:smartmeter@127.0.0.1:55432/smartmeter_test";
 const DEVICE: &str = "MAC000002";
 /// The development admin key of these tests (kept in memory by the API, never stored).
 const DEV_KEY: &str = "graphql-test-dev-key";
@@ -31,12 +29,6 @@ const LONDON: &str = "Europe/London";
 
 // ---------------------------------------------------------------------------
 // A schema of our own per test.
-
-fn base_url() -> String {
-    std::env::var("SMARTMETER_TEST_DATABASE_URL")
-        .or_else(|_| std::env::var("SMARTMETER_DATABASE_URL"))
-        .unwrap_or_else(|_| DEFAULT_TEST_DATABASE_URL.to_owned())
-}
 
 #[derive(Clone)]
 struct Db {
@@ -51,65 +43,21 @@ where
     F: FnOnce(Db) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
-    static COUNTER: AtomicU32 = AtomicU32::new(0);
-    let now = Timestamp::now().as_second();
-    let schema =
-        format!("qa_query_api_{now}_{}_{}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed));
-
-    let admin = db::pool(&base_url(), 2, "query-api-test").unwrap();
-    let client = admin.get().await.unwrap_or_else(|error| {
-        panic!(
-            "PostgreSQL is not reachable at the test database URL ({error}); start it: infra/up.sh postgres"
-        )
+    // A database per test, not a schema in a shared one: with TimescaleDB, dropping a
+    // schema's hypertables while other tests query theirs deadlocks on its catalog.
+    let database = TestDatabase::create("query_api").await.unwrap_or_else(|error| {
+        panic!("PostgreSQL is not reachable ({error:#}); start it: infra/up.sh postgres")
     });
-    drop_stale_schemas(&client, now).await;
-    // The name is generated above, never input: safe to splice as an identifier.
-    client.batch_execute(&format!("CREATE SCHEMA {schema}")).await.unwrap();
-
-    let separator = if base_url().contains('?') { '&' } else { '?' };
-    let url = format!("{}{separator}options=-c%20search_path%3D{schema}%2Cpublic", base_url());
-    let pool = db::pool(&url, 4, "query-api-test").unwrap();
+    let pool = db::pool(&database.url, 4, "query-api-test").unwrap();
     db::migrate(&pool).await.unwrap();
     let options = ApiOptions { dev_admin_key: Some(DEV_KEY.into()), ..ApiOptions::local_defaults() };
     let state = AppState::new(Store::new(pool.clone()), options).unwrap();
 
-    let result = tokio::spawn(test(Db { pool, state })).await;
-    drop_schema(&client, &schema).await;
+    let result = tokio::spawn(test(Db { pool: pool.clone(), state })).await;
+    pool.close();
+    database.drop_database().await.unwrap();
     if let Err(error) = result {
         std::panic::resume_unwind(error.into_panic());
-    }
-}
-
-/// Drops `schema`. With TimescaleDB the drop deletes the schema's policy jobs, which the
-/// job scheduler may be updating at that moment ("tuple concurrently updated"): then
-/// again, a few times.
-async fn drop_schema(client: &deadpool_postgres::Object, schema: &str) {
-    for attempt in 1.. {
-        match client.batch_execute(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE")).await {
-            Ok(()) => return,
-            Err(error)
-                if attempt < 5
-                    && error.as_db_error().is_some_and(|db| db.message().contains("concurrently")) =>
-            {
-                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-            }
-            Err(error) => panic!("drop schema {schema}: {error:?}"),
-        }
-    }
-}
-
-/// Schemas left by runs that were killed more than an hour ago.
-async fn drop_stale_schemas(client: &deadpool_postgres::Object, now: i64) {
-    let rows = client
-        .query("SELECT nspname FROM pg_namespace WHERE nspname LIKE 'qa\\_query\\_api\\_%'", &[])
-        .await
-        .unwrap();
-    for row in rows {
-        let name: String = row.get(0);
-        let created: Option<i64> = name.split('_').nth(3).and_then(|s| s.parse().ok());
-        if created.is_some_and(|created| now - created > 3600) {
-            drop_schema(client, &name).await;
-        }
     }
 }
 
