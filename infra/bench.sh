@@ -21,6 +21,8 @@ set -euo pipefail
 . "$INFRA_DIR/lib/apps.sh"
 # shellcheck source=lib/mosquitto.sh
 . "$INFRA_DIR/lib/mosquitto.sh"
+# shellcheck source=lib/postgres.sh
+. "$INFRA_DIR/lib/postgres.sh"
 
 MODE=full
 ONLY=all
@@ -603,12 +605,19 @@ copy_peer() {
     psql "$src_url" -qc "\\copy (SELECT * FROM readings) TO '$file'"
     # The same schema, keys and indexes (a TimescaleDB hypertable where the server has
     # it): a copy of the pipeline's database with its readings emptied.
+    # A template must have no sessions: TimescaleDB's job scheduler (a superuser
+    # background worker) reconnects to every database at once, so connections to the
+    # source are closed first, then its sessions ended as the superuser.
+    psql "$PG_ADMIN_URL" -qAtc "ALTER DATABASE \"$source\" WITH ALLOW_CONNECTIONS false" >/dev/null
     local try
     for try in $(seq 1 60); do # (an autovacuum worker on the source makes it wait)
+        postgres_admin_sql -d postgres -tAc "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+                                             WHERE datname = '$source'" >/dev/null 2>&1 || true
         psql "$PG_ADMIN_URL" -qAtc "CREATE DATABASE \"$db\" TEMPLATE \"$source\"" >/dev/null 2>&1 && break
         ((try < 60)) || die "could not copy database $source"
         sleep 0.5
     done
+    psql "$PG_ADMIN_URL" -qAtc "ALTER DATABASE \"$source\" WITH ALLOW_CONNECTIONS true" >/dev/null
     DATABASES+=("$db")
     psql "$(pg_url "$db")" -qAtc "TRUNCATE readings" >/dev/null
     local rows t0 t1

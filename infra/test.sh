@@ -28,15 +28,18 @@ cargo test --workspace --locked
 if [[ $(psql "$SMARTMETER_DATABASE_URL" -XtAc "SELECT count(*) FROM pg_extension WHERE extname = 'timescaledb'") == 1 ]]; then
     plain_state="$SMARTMETER_STATE_DIR/plain-postgres"
     plain_port=$((SMARTMETER_PG_PORT + 2))
-    plain() {
+    plain_postgres() {
         SMARTMETER_STATE_DIR=$plain_state SMARTMETER_PG_PORT=$plain_port SMARTMETER_TIMESCALEDB=off \
-            SMARTMETER_DATABASE_URL=postgres://smartmeter:smartmeter@127.0.0.1:$plain_port/smartmeter \
+            infra/"$1".sh postgres
+    }
+    plain() {
+        SMARTMETER_DATABASE_URL=postgres://smartmeter:smartmeter@127.0.0.1:$plain_port/smartmeter \
             SMARTMETER_TEST_DATABASE_URL=postgres://smartmeter:smartmeter@127.0.0.1:$plain_port/smartmeter_test \
             "$@"
     }
-    trap 'plain infra/down.sh postgres' EXIT
+    trap 'plain_postgres down' EXIT
     echo "test: again on plain PostgreSQL (no TimescaleDB), port $plain_port"
-    plain infra/up.sh postgres
+    plain_postgres up
     plain cargo test --locked -p smartmeter-query-api -p smartmeter-billing-worker
     plain cargo test --locked -p smartmeter-processor --test periods --test device_events --test restart
 fi
