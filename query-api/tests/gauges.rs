@@ -64,7 +64,10 @@ fn assert_same(got: &[GaugeBucketRow], want: &Expected, what: &str) {
 }
 
 async fn refresh(client: &tokio_postgres::Client) {
-    client.simple_query("CALL refresh_continuous_aggregate('readings_gauges_15m', NULL, NULL)").await.unwrap();
+    client
+        .simple_query("CALL refresh_continuous_aggregate('readings_gauges_15m', NULL, NULL)")
+        .await
+        .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -133,7 +136,11 @@ async fn gauge_series_equal_the_raw_readings_on_both_paths() {
         refresh(&client).await;
         assert!(store.gauge_aggregate_current(from, to).await.unwrap(), "refreshed again");
         let want = expected(&world.db.url, &world.device, from, to, 900).await;
-        assert_same(&store.gauge_buckets(&device, from, to, 900).await.unwrap(), &want, "backfill materialized");
+        assert_same(
+            &store.gauge_buckets(&device, from, to, 900).await.unwrap(),
+            &want,
+            "backfill materialized",
+        );
     } else {
         assert!(!store.gauge_aggregate_current(from, to).await.unwrap());
     }

@@ -274,7 +274,8 @@ impl Store {
         } else {
             GAUGES_FROM_READINGS
         };
-        let rows = tx.query(sql, &[&device_id.as_str(), &from, &to, &width_s, &BUCKET_ORIGIN_EPOCH_S]).await?;
+        let rows =
+            tx.query(sql, &[&device_id.as_str(), &from, &to, &width_s, &BUCKET_ORIGIN_EPOCH_S]).await?;
         tx.commit().await?;
         Ok(rows
             .iter()
