@@ -100,6 +100,16 @@ impl Config {
 /// Runs the worker until `shutdown`: migrations, the consumer, the outbox publisher,
 /// the lag watch, the replays requested through the API and (when configured) the
 /// mailer.
+/// What the service's `/health` reports on.
+pub const HEALTH_COMPONENTS: &[&str] = &["kafka", "postgres"];
+
+/// [`run`] with a metrics registry and health of its own: how tests and tools embed the
+/// billing-worker in their process.
+pub async fn run_embedded(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let registry = prometheus::Registry::new();
+    run(config, &registry, Health::new("billing-worker", HEALTH_COMPONENTS), shutdown).await
+}
+
 pub async fn run(
     config: Config,
     registry: &prometheus::Registry,

@@ -233,7 +233,7 @@ async fn serve(args: Args, run: RunArgs) -> anyhow::Result<()> {
     };
     let shutdown = shutdown::on_signal();
     let registry = metrics::registry();
-    let health = Health::new("billing-worker", &["kafka", "postgres"]);
+    let health = Health::new("billing-worker", smartmeter_billing_worker::HEALTH_COMPONENTS);
     let ops =
         tokio::spawn(ops_http::serve(run.metrics_addr, registry.clone(), health.clone(), shutdown.clone()));
     let worker = tokio::spawn({

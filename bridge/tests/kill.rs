@@ -30,11 +30,9 @@ use publisher::{Account, Progress};
 use rdkafka::consumer::{Consumer as _, StreamConsumer};
 use rdkafka::message::Message as _;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
-use smartmeter_core::service::health::Health;
 use smartmeter_core::service::testkit::{self, TestDatabase};
 use smartmeter_core::{topics, Reading};
 use stack::{Service, Stack};
-use tokio_util::sync::CancellationToken;
 
 const MIN_KILLS: u32 = 10;
 
@@ -180,20 +178,7 @@ async fn sigkilled_bridge_loses_nothing_and_the_database_counts_each_reading_onc
         default_time_zone: "Europe/London".into(),
         ..smartmeter_processor::Config::local_defaults()
     };
-    let shutdown = CancellationToken::new();
-    let processor = tokio::spawn({
-        let shutdown = shutdown.clone();
-        async move {
-            let registry = prometheus::Registry::new();
-            smartmeter_processor::run(
-                config,
-                &registry,
-                Health::new("processor", &["kafka", "postgres"]),
-                shutdown,
-            )
-            .await
-        }
-    });
+    let processor = testkit::Spawned::start(|shutdown| smartmeter_processor::run_embedded(config, shutdown));
     let (client, connection) = tokio_postgres::connect(&db.url, tokio_postgres::NoTls).await.unwrap();
     tokio::spawn(connection);
     let deadline = Instant::now() + Duration::from_secs(120);
@@ -212,8 +197,7 @@ async fn sigkilled_bridge_loses_nothing_and_the_database_counts_each_reading_onc
         assert!(Instant::now() < deadline, "processor consumed {consumed} of {records}");
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
-    shutdown.cancel();
-    processor.await.unwrap().unwrap();
+    processor.stop().await;
     let stored: i64 = client.query_one("SELECT count(*) FROM readings", &[]).await.unwrap().get(0);
     let duplicates: i64 =
         client.query_one("SELECT sum(duplicates_total)::bigint FROM devices", &[]).await.unwrap().get(0);

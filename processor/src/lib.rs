@@ -110,6 +110,16 @@ impl Config {
     }
 }
 
+/// What the service's `/health` reports on.
+pub const HEALTH_COMPONENTS: &[&str] = &["kafka", "postgres"];
+
+/// [`run`] with a metrics registry and health of its own: how tests and tools embed the
+/// processor in their process.
+pub async fn run_embedded(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let registry = prometheus::Registry::new();
+    run(config, &registry, Health::new("processor", HEALTH_COMPONENTS), shutdown).await
+}
+
 pub async fn run(
     config: Config,
     registry: &prometheus::Registry,
@@ -124,7 +134,6 @@ pub async fn run(
     smartmeter_core::service::db::migrate_when_ready(&pool, &health, &shutdown).await?;
 
     let consumer = create_consumer(&config, &pool)?;
-    health.up("kafka");
     let (current_consumer, consumer_watch) = tokio::sync::watch::channel(consumer.clone());
 
     let producer: rdkafka::producer::FutureProducer =
@@ -212,7 +221,7 @@ const PREFETCH_MESSAGES_PER_PARTITION: &str = "10000";
 const PREFETCH_KBYTES: &str = "16384";
 
 /// A consumer of the configured topics in the group, offsets from the database,
-/// statistics every 5 s (the watchdog reads the group's join state from them).
+/// statistics every second (the watchdog and `/health` read the group state from them).
 fn create_consumer(
     config: &Config,
     pool: &deadpool_postgres::Pool,
@@ -226,7 +235,6 @@ fn create_consumer(
     );
     let mut client_config =
         smartmeter_core::service::kafka::db_offset_consumer(&config.brokers, &config.group_id);
-    client_config.set("statistics.interval.ms", "5000");
     // Prefetch: librdkafka keeps up to 100,000 messages per partition queued by default
     // (hundreds of MB for a backlog, well past the 64 MB byte cap, which does not count
     // its per-message overhead). A few batches ahead is all the batch loop needs.

@@ -85,7 +85,7 @@ async fn main() -> anyhow::Result<()> {
     };
     let shutdown = shutdown::on_signal();
     let registry = metrics::registry();
-    let health = Health::new("processor", &["kafka", "postgres"]);
+    let health = Health::new("processor", smartmeter_processor::HEALTH_COMPONENTS);
     let ops =
         tokio::spawn(ops_http::serve(args.metrics_addr, registry.clone(), health.clone(), shutdown.clone()));
     let result = smartmeter_processor::run(config, &registry, health, shutdown.clone()).await;

@@ -7,7 +7,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use common::{connect, device_event, half_hours, produce, reading_at, wait_for, Running};
+use common::{connect, device_event, half_hours, produce, reading_at, start_processor, wait_for};
 use jiff::{SignedDuration, Timestamp};
 use smartmeter_core::billing::events::{PeriodEvent, QualityFlag};
 use smartmeter_core::device_events::{
@@ -139,7 +139,7 @@ async fn a_new_time_zone_rebuckets_energy_and_adjusts_closed_periods() {
     let s = setup("device_zone").await;
     let p = format!("z{}", std::process::id());
     let (a, b, c) = (format!("{p}-a"), format!("{p}-b"), format!("{p}-c"));
-    let processor = Running::start(&s.config);
+    let processor = start_processor(&s.config);
 
     let t0: Timestamp = "2026-02-01T00:00:00Z".parse().unwrap();
     produce(
@@ -255,7 +255,7 @@ async fn decommissioning_closes_the_period_with_the_final_read_and_counts_nothin
     let p = format!("d{}", std::process::id());
     let (d, e) = (format!("{p}-d"), format!("{p}-e"));
     let at: Timestamp = "2013-01-20T12:00:00Z".parse().unwrap();
-    let processor = Running::start(&s.config);
+    let processor = start_processor(&s.config);
 
     let all_d = january(&d);
     let all_e = january(&e);
@@ -353,7 +353,7 @@ async fn status_follows_birth_will_telemetry_and_silence() {
     let mut s = setup("device_status").await;
     s.config.inactivity_timeout = SignedDuration::from_secs(4);
     let device = format!("s{}", std::process::id());
-    let processor = Running::start(&s.config);
+    let processor = start_processor(&s.config);
     let state = |url: String, device: String| async move {
         let client = connect(&url).await;
         let row = client

@@ -37,7 +37,6 @@ use clap::Parser as _;
 use jiff::SignedDuration;
 use serde_json::json;
 use smartmeter_core::billing::TariffDocument;
-use smartmeter_core::service::health::Health;
 use smartmeter_core::service::testkit::{self, TestDatabase};
 use smartmeter_core::status::status_topic;
 use smartmeter_core::telemetry::telemetry_topic;
@@ -438,22 +437,9 @@ async fn start_and_wait(
         housekeeping_interval: Duration::from_millis(500),
         ..smartmeter_processor::Config::local_defaults()
     };
-    services.tasks.push((
-        "processor",
-        tokio::spawn({
-            let shutdown = shutdown.clone();
-            async move {
-                let registry = prometheus::Registry::new();
-                smartmeter_processor::run(
-                    processor,
-                    &registry,
-                    Health::new("processor", &["kafka", "postgres"]),
-                    shutdown,
-                )
-                .await
-            }
-        }),
-    ));
+    services
+        .tasks
+        .push(("processor", tokio::spawn(smartmeter_processor::run_embedded(processor, shutdown.clone()))));
 
     let worker = smartmeter_billing_worker::Config {
         brokers: brokers.to_owned(),
@@ -468,19 +454,7 @@ async fn start_and_wait(
     };
     services.tasks.push((
         "billing-worker",
-        tokio::spawn({
-            let shutdown = shutdown.clone();
-            async move {
-                let registry = prometheus::Registry::new();
-                smartmeter_billing_worker::run(
-                    worker,
-                    &registry,
-                    Health::new("billing-worker", &["kafka", "postgres"]),
-                    shutdown,
-                )
-                .await
-            }
-        }),
+        tokio::spawn(smartmeter_billing_worker::run_embedded(worker, shutdown.clone())),
     ));
 
     let api_port = free_port();

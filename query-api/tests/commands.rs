@@ -13,7 +13,6 @@ use std::time::Duration;
 use jiff::Timestamp;
 use rust_decimal::Decimal;
 use serde_json::{json, Value};
-use smartmeter_core::service::health::Health;
 use smartmeter_core::service::testkit;
 use smartmeter_core::telemetry::{telemetry_topic, validate, DeadLetter, ValidationConfig};
 use smartmeter_core::DeviceId;
@@ -103,28 +102,9 @@ fn projections(
         replay_poll_interval: Duration::from_millis(200),
         ..smartmeter_billing_worker::Config::local_defaults()
     };
-    let (a, b) = (shutdown.clone(), shutdown.clone());
     vec![
-        tokio::spawn(async move {
-            let registry = prometheus::Registry::new();
-            smartmeter_processor::run(
-                processor,
-                &registry,
-                Health::new("processor", &["kafka", "postgres"]),
-                a,
-            )
-            .await
-        }),
-        tokio::spawn(async move {
-            let registry = prometheus::Registry::new();
-            smartmeter_billing_worker::run(
-                worker,
-                &registry,
-                Health::new("billing-worker", &["kafka", "postgres"]),
-                b,
-            )
-            .await
-        }),
+        tokio::spawn(smartmeter_processor::run_embedded(processor, shutdown.clone())),
+        tokio::spawn(smartmeter_billing_worker::run_embedded(worker, shutdown.clone())),
     ]
 }
 

@@ -18,7 +18,6 @@ use jiff::civil::Date;
 use jiff::Timestamp;
 use rust_decimal::Decimal;
 use serde_json::{json, Value};
-use smartmeter_core::service::health::Health;
 use smartmeter_core::service::testkit::{self, TestDatabase};
 use smartmeter_core::telemetry::telemetry_topic;
 use smartmeter_core::{topics, DeviceId};
@@ -176,19 +175,7 @@ async fn london_january_through_every_service_matches_the_csv() {
         default_time_zone: "Europe/London".into(),
         ..smartmeter_processor::Config::local_defaults()
     };
-    let registry = prometheus::Registry::new();
-    let processor = tokio::spawn({
-        let shutdown = shutdown.clone();
-        async move {
-            smartmeter_processor::run(
-                processor,
-                &registry,
-                Health::new("processor", &["kafka", "postgres"]),
-                shutdown,
-            )
-            .await
-        }
-    });
+    let processor = tokio::spawn(smartmeter_processor::run_embedded(processor, shutdown.clone()));
 
     let api_port = free_port();
     let api = smartmeter_query_api::Config::try_parse_from([

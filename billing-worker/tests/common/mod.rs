@@ -25,12 +25,9 @@ use smartmeter_core::billing::events::{
 };
 use smartmeter_core::billing::{BillingPeriod, HourlyEnergy, TariffDocument};
 use smartmeter_core::event::Envelope;
-use smartmeter_core::service::health::Health;
-use smartmeter_core::service::testkit::{self, TestDatabase};
+use smartmeter_core::service::testkit::{self, Spawned, TestDatabase};
 use smartmeter_core::DeviceId;
-use tokio::task::JoinHandle;
 use tokio_postgres::NoTls;
-use tokio_util::sync::CancellationToken;
 
 pub const LONDON_JANUARY: &str =
     concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/data/lcl_halfhourly_2013-01_10households.csv");
@@ -355,23 +352,6 @@ pub async fn route_periods_to(url: &str, periods_topic: &str) {
     connect(url).await.batch_execute(&sql).await.unwrap();
 }
 
-/// A service running in-process until [`Running::stop`].
-pub struct Running {
-    shutdown: CancellationToken,
-    task: JoinHandle<anyhow::Result<()>>,
-}
-
-impl Running {
-    pub async fn stop(self) {
-        self.shutdown.cancel();
-        tokio::time::timeout(Duration::from_secs(30), self.task)
-            .await
-            .expect("stops within 30 s")
-            .unwrap()
-            .unwrap();
-    }
-}
-
 pub fn processor_config(url: &str, topics: &Topics) -> smartmeter_processor::Config {
     smartmeter_processor::Config {
         brokers: testkit::kafka_brokers(),
@@ -389,22 +369,8 @@ pub fn processor_config(url: &str, topics: &Topics) -> smartmeter_processor::Con
     }
 }
 
-pub fn start_processor(config: smartmeter_processor::Config) -> Running {
-    let shutdown = CancellationToken::new();
-    let task = tokio::spawn({
-        let shutdown = shutdown.clone();
-        async move {
-            let registry = prometheus::Registry::new();
-            smartmeter_processor::run(
-                config,
-                &registry,
-                Health::new("processor", &["kafka", "postgres"]),
-                shutdown,
-            )
-            .await
-        }
-    });
-    Running { shutdown, task }
+pub fn start_processor(config: smartmeter_processor::Config) -> Spawned {
+    Spawned::start(|shutdown| smartmeter_processor::run_embedded(config, shutdown))
 }
 
 pub fn worker_config(url: &str, topics: &Topics) -> smartmeter_billing_worker::Config {
@@ -422,22 +388,8 @@ pub fn worker_config(url: &str, topics: &Topics) -> smartmeter_billing_worker::C
     }
 }
 
-pub fn start_worker(config: smartmeter_billing_worker::Config) -> Running {
-    let shutdown = CancellationToken::new();
-    let task = tokio::spawn({
-        let shutdown = shutdown.clone();
-        async move {
-            let registry = prometheus::Registry::new();
-            smartmeter_billing_worker::run(
-                config,
-                &registry,
-                Health::new("billing-worker", &["kafka", "postgres"]),
-                shutdown,
-            )
-            .await
-        }
-    });
-    Running { shutdown, task }
+pub fn start_worker(config: smartmeter_billing_worker::Config) -> Spawned {
+    Spawned::start(|shutdown| smartmeter_billing_worker::run_embedded(config, shutdown))
 }
 
 /// The London telemetry `prefix{household}` through the processor: returns once every

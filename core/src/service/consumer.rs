@@ -172,6 +172,9 @@ pub async fn run<H: BatchHandler>(
 }
 
 const RECEIVE_ERROR_PAUSE: Duration = Duration::from_millis(50);
+/// How often an idle consumer reports its connection state from the statistics
+/// (emitted every `statistics.interval.ms`, see `kafka::db_offset_consumer`).
+const HEALTH_FROM_STATISTICS_EVERY: Duration = Duration::from_secs(1);
 
 /// Waits for the first record, then takes more until `max_batch` or `linger` elapses.
 /// `None` when shutting down.
@@ -194,6 +197,16 @@ async fn receive_batch(
         tokio::select! {
             _ = shutdown.cancelled(), if records.is_empty() => return None,
             _ = linger => break,
+            // An idle consumer receives nothing, errors included: its connection state
+            // comes from librdkafka's statistics then, so `/health` is true before the
+            // first record (a fresh system's topics are empty).
+            _ = tokio::time::sleep(HEALTH_FROM_STATISTICS_EVERY) => {
+                match consumer.context().group_state() {
+                    Some(group) if group.brokers_up => health.up("kafka"),
+                    Some(_) => health.down("kafka", "no broker connection is up"),
+                    None => {}
+                }
+            }
             message = consumer.recv() => match message {
                 Ok(message) => {
                     errors_in_a_row = 0;

@@ -33,6 +33,9 @@ pub fn db_offset_consumer(brokers: &str, group_id: &str) -> ClientConfig {
         .set("partition.assignment.strategy", "range")
         .set("session.timeout.ms", "10000")
         .set("reconnect.backoff.ms", "100")
-        .set("reconnect.backoff.max.ms", "10000");
+        .set("reconnect.backoff.max.ms", "10000")
+        // Group and broker state for `/health` and the membership watchdog
+        // (`OffsetsFromDb::group_state`).
+        .set("statistics.interval.ms", "1000");
     config
 }

@@ -10,6 +10,7 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::ClientConfig;
 use tokio_postgres::NoTls;
+use tokio_util::sync::CancellationToken;
 
 pub fn env_or(name: &str, default: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| default.to_owned())
@@ -88,6 +89,40 @@ pub async fn create_topic(brokers: &str, name: &str, partitions: i32) -> anyhow:
         }
     }
     Ok(())
+}
+
+/// A service running as a task on the test's runtime until [`Spawned::stop`].
+pub struct Spawned {
+    shutdown: CancellationToken,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl Spawned {
+    /// Spawns `run` with the shutdown token [`Spawned::stop`] cancels.
+    pub fn start<F, Fut>(run: F) -> Self
+    where
+        F: FnOnce(CancellationToken) -> Fut,
+        Fut: std::future::Future<Output = anyhow::Result<()>> + Send + 'static,
+    {
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(run(shutdown.clone()));
+        Self { shutdown, task }
+    }
+
+    /// Whether the service has ended (by itself: it failed, or was told to stop).
+    pub fn is_finished(&self) -> bool {
+        self.task.is_finished()
+    }
+
+    /// Asks the service to stop; panics unless it stops cleanly within 30 s.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(30), self.task)
+            .await
+            .expect("the service stops within 30 s")
+            .expect("the service task does not panic")
+            .expect("the service stops cleanly");
+    }
 }
 
 #[cfg(test)]

@@ -26,7 +26,6 @@ use rdkafka::message::Message as _;
 use rdkafka::ClientConfig;
 use smartmeter_core::device_events::DeviceEvent;
 use smartmeter_core::event::Envelope;
-use smartmeter_core::service::health::Health;
 use smartmeter_core::service::testkit::{self, TestDatabase};
 use smartmeter_core::telemetry::DeadLetter;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -101,14 +100,7 @@ impl Pipeline {
             ..smartmeter_processor::Config::local_defaults()
         };
         let shutdown = CancellationToken::new();
-        let processor = tokio::spawn({
-            let shutdown = shutdown.clone();
-            async move {
-                let registry = prometheus::Registry::new();
-                let health = Health::new("processor", &["kafka", "postgres"]);
-                smartmeter_processor::run(config, &registry, health, shutdown).await
-            }
-        });
+        let processor = tokio::spawn(smartmeter_processor::run_embedded(config, shutdown.clone()));
 
         let statuses = common::RetainedStatuses::of(names.iter().map(|n| format!("{prefix}{n}")));
         let mut bridges = Vec::new();

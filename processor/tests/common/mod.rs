@@ -14,10 +14,9 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use smartmeter_core::service::health::Health;
+use smartmeter_core::service::testkit::Spawned;
 use smartmeter_processor::Config;
 use tokio_postgres::NoTls;
-use tokio_util::sync::CancellationToken;
 
 const LONDON_JANUARY: &str =
     concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/data/lcl_halfhourly_2013-01_10households.csv");
@@ -108,77 +107,31 @@ pub async fn run_until(config: &Config, db_url: &str, readings_expected: i64) {
 
 /// Runs the processor until the count `sql` returns reaches `expected`, then stops it.
 pub async fn run_until_count(config: &Config, db_url: &str, sql: &str, expected: i64) {
-    let shutdown = CancellationToken::new();
-    let registry = prometheus::Registry::new();
-    let task = tokio::spawn({
-        let config = config.clone();
-        let shutdown = shutdown.clone();
-        async move {
-            smartmeter_processor::run(
-                config,
-                &registry,
-                Health::new("processor", &["kafka", "postgres"]),
-                shutdown,
-            )
-            .await
-        }
-    });
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
-    loop {
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        let reached = count(db_url, sql).await;
-        if reached >= expected {
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "{sql}: only {reached} of {expected} after 90 s");
-    }
+    let processor = start_processor(config);
+    wait_for(db_url, sql, expected).await;
     // Let any redelivered records in flight be consumed too before stopping.
     tokio::time::sleep(Duration::from_secs(1)).await;
-    shutdown.cancel();
-    task.await.unwrap().unwrap();
+    processor.stop().await;
 }
 
-/// A processor running in this process until [`Running::stop`].
-pub struct Running {
-    shutdown: CancellationToken,
-    task: tokio::task::JoinHandle<anyhow::Result<()>>,
-}
-
-impl Running {
-    pub fn start(config: &Config) -> Self {
-        let shutdown = CancellationToken::new();
-        let task = tokio::spawn({
-            let config = config.clone();
-            let shutdown = shutdown.clone();
-            async move {
-                let registry = prometheus::Registry::new();
-                smartmeter_processor::run(
-                    config,
-                    &registry,
-                    Health::new("processor", &["kafka", "postgres"]),
-                    shutdown,
-                )
-                .await
-            }
-        });
-        Self { shutdown, task }
-    }
-
-    pub async fn stop(self) {
-        self.shutdown.cancel();
-        tokio::time::timeout(Duration::from_secs(30), self.task)
-            .await
-            .expect("the processor stops within 30 s")
-            .unwrap()
-            .unwrap();
-    }
+/// A processor running in this process until `.stop()`.
+pub fn start_processor(config: &Config) -> Spawned {
+    let config = config.clone();
+    Spawned::start(|shutdown| smartmeter_processor::run_embedded(config, shutdown))
 }
 
 /// Waits (up to 90 s) until the count `sql` returns reaches `expected`.
+/// The tables may not exist yet: the processor creates them when it starts.
 pub async fn wait_for(url: &str, sql: &str, expected: i64) {
+    let (client, connection) = tokio_postgres::connect(url, NoTls).await.unwrap();
+    tokio::spawn(connection);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
     loop {
-        let reached = count(url, sql).await;
+        let reached = match client.query_one(sql, &[]).await {
+            Ok(row) => row.get(0),
+            Err(error) if error.code() == Some(&tokio_postgres::error::SqlState::UNDEFINED_TABLE) => 0,
+            Err(error) => panic!("{sql}: {error:?}"),
+        };
         if reached >= expected {
             return;
         }

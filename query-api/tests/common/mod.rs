@@ -16,11 +16,9 @@ use jiff::Timestamp;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use smartmeter_core::billing::events::{PeriodEvent, TariffAssigned, TariffVersionPublished};
 use smartmeter_core::billing::TariffDocument;
-use smartmeter_core::service::health::Health;
 use smartmeter_core::service::testkit::{self, TestDatabase};
 use smartmeter_core::telemetry::{telemetry_topic, validate, ValidationConfig};
 use smartmeter_core::DeviceId;
-use tokio_util::sync::CancellationToken;
 
 pub const LONDON_JANUARY: &str =
     concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/data/lcl_halfhourly_2013-01_10households.csv");
@@ -146,20 +144,7 @@ pub async fn billed_london_january() -> BilledMonth {
         housekeeping_interval: Duration::from_millis(200),
         ..smartmeter_processor::Config::local_defaults()
     };
-    let shutdown = CancellationToken::new();
-    let registry = prometheus::Registry::new();
-    let processor = tokio::spawn({
-        let shutdown = shutdown.clone();
-        async move {
-            smartmeter_processor::run(
-                config,
-                &registry,
-                Health::new("processor", &["kafka", "postgres"]),
-                shutdown,
-            )
-            .await
-        }
-    });
+    let processor = testkit::Spawned::start(|shutdown| smartmeter_processor::run_embedded(config, shutdown));
     wait_for(&db.url, "SELECT count(*) FROM readings", records.len() as i64).await;
     wait_for(
         &db.url,
@@ -167,8 +152,7 @@ pub async fn billed_london_january() -> BilledMonth {
         10,
     )
     .await;
-    shutdown.cancel();
-    processor.await.unwrap().unwrap();
+    processor.stop().await;
 
     bill_closed_periods(&db.url, &prefix).await;
     BilledMonth { db, device: format!("{prefix}MAC000002"), prefix }
