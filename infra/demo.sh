@@ -133,7 +133,7 @@ and its invoices):
     dailyEnergy(deviceId: "MAC000002", fromDate: "2013-01-01", toDate: "2013-01-31") {
       localDate energyKwh hours
     }
-    invoices(deviceId: "MAC000002") { invoiceNumber month energyKwh total currency }
+    invoices(deviceId: "MAC000002") { nodes { invoiceNumber month energyKwh total currency } }
   }
 
 or from a shell:

@@ -70,6 +70,52 @@ fn device_row(row: &tokio_postgres::Row) -> DeviceRow {
     }
 }
 
+/// Removes from each device's arrivals the exact copies of stored readings (same time,
+/// same counter) and adds them to the devices' duplicate counts; returns how many.
+pub async fn drop_stored_duplicates(
+    tx: &Transaction<'_>,
+    by_device: &mut [(String, Vec<Arrived>)],
+) -> Result<u64, tokio_postgres::Error> {
+    let (ids, times): (Vec<&str>, Vec<Timestamp>) = by_device
+        .iter()
+        .flat_map(|(id, arrived)| arrived.iter().map(move |a| (id.as_str(), a.counter.at)))
+        .unzip();
+    let statement = tx
+        .prepare_cached(
+            "SELECT r.device_id, r.ts, r.counter_milli_wh
+             FROM readings r JOIN unnest($1::text[], $2::timestamptz[]) AS u(device_id, ts)
+                  ON r.device_id = u.device_id AND r.ts = u.ts",
+        )
+        .await?;
+    let stored: std::collections::HashSet<(String, Timestamp, i64)> = tx
+        .query(&statement, &[&ids, &times])
+        .await?
+        .iter()
+        .map(|row| (row.get(0), row.get(1), row.get(2)))
+        .collect();
+    if stored.is_empty() {
+        return Ok(0);
+    }
+    let mut counted: (Vec<String>, Vec<i64>) = Default::default();
+    for (id, arrived) in by_device.iter_mut() {
+        let before = arrived.len();
+        arrived.retain(|a| !stored.contains(&(id.clone(), a.counter.at, a.counter.counter_milli_wh)));
+        if arrived.len() < before {
+            counted.0.push(id.clone());
+            counted.1.push((before - arrived.len()) as i64);
+        }
+    }
+    let statement = tx
+        .prepare_cached(
+            "UPDATE devices d SET duplicates_total = d.duplicates_total + u.duplicates, updated_at = now()
+             FROM unnest($1::text[], $2::bigint[]) AS u(device_id, duplicates)
+             WHERE d.device_id = u.device_id",
+        )
+        .await?;
+    tx.execute(&statement, &[&counted.0, &counted.1]).await?;
+    Ok(counted.1.iter().sum::<i64>() as u64)
+}
+
 /// Per device, the stored sequence from the baseline before `earliest` to the newest
 /// reading, for every `(device, earliest)` given, in ONE query. A device with nothing
 /// stored gets an empty window that starts at its first reading.
