@@ -27,7 +27,9 @@ cargo test --workspace --locked
 # plain PostgreSQL 15 cluster of their own: both paths must give the same results.
 if [[ $(psql "$SMARTMETER_DATABASE_URL" -XtAc "SELECT count(*) FROM pg_extension WHERE extname = 'timescaledb'") == 1 ]]; then
     plain_state="$SMARTMETER_STATE_DIR/plain-postgres"
-    plain_port=$((SMARTMETER_PG_PORT + 2))
+    # Below the kernel's ephemeral range (32768-60999), where an outgoing connection's
+    # local port can never be holding it.
+    plain_port=${SMARTMETER_PLAIN_PG_PORT:-25434}
     plain_postgres() {
         SMARTMETER_STATE_DIR=$plain_state SMARTMETER_PG_PORT=$plain_port SMARTMETER_TIMESCALEDB=off \
             infra/"$1".sh postgres
