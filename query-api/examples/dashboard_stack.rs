@@ -45,8 +45,7 @@ use tokio::io::AsyncReadExt as _;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-const LONDON_JANUARY: &str =
-    concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/data/lcl_halfhourly_2013-01_10households.csv");
+const LONDON_JANUARY: &str = "lcl_halfhourly_2013-01_10households.csv";
 const OFGEM_TARIFF: &str =
     concat!(env!("CARGO_MANIFEST_DIR"), "/../core/tariffs/ofgem_price_cap_2024q3.json");
 /// A published slab tariff (Tata Power Delhi, domestic, 2015-16), for the tariff editor.
@@ -303,7 +302,8 @@ async fn announce_unregistered_fleet(broker: &Broker, prefix: &str) -> anyhow::R
 async fn replay_over_mqtt(broker: &Broker, prefix: &str) -> anyhow::Result<(u64, Vec<String>)> {
     use meter_simulator::{counter, london, payload};
 
-    let dataset = london::load(&[LONDON_JANUARY]).context("the London file in shared/data")?;
+    let dataset =
+        london::load(&[testkit::shared_data(LONDON_JANUARY)]).context("the London file in shared/data")?;
     let mut publisher = broker.publisher(format!("{prefix}sim")).await?;
     let mut devices = Vec::new();
     for meter in &dataset.meters {
@@ -485,7 +485,8 @@ async fn start_and_wait(
         // is billable the moment it closes.
         let graphql = format!("http://127.0.0.1:{api_port}/graphql");
         let api = Api { http: reqwest::Client::new(), url: graphql.clone(), token: admin_key.clone() };
-        let households = meter_simulator::london::load(&[LONDON_JANUARY]).context("the London file")?;
+        let households = meter_simulator::london::load(&[testkit::shared_data(LONDON_JANUARY)])
+            .context("the London file")?;
         let devices: Vec<String> =
             households.meters.iter().map(|m| format!("{prefix}{}", m.device_id)).collect();
         api.call(

@@ -24,6 +24,15 @@ pub fn kafka_brokers() -> String {
     env_or("SMARTMETER_KAFKA_BROKERS", "127.0.0.1:9092")
 }
 
+/// A file of the shared real data: in `SMARTMETER_DATA_DIR` when set, else in the
+/// `shared/data` folder beside the workspace.
+pub fn shared_data(name: &str) -> std::path::PathBuf {
+    std::env::var_os("SMARTMETER_DATA_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data"))
+        .join(name)
+}
+
 /// A name no other test run uses: `{prefix}_{pid}_{counter}_{millis}`.
 pub fn unique_name(prefix: &str) -> String {
     static COUNTER: AtomicU32 = AtomicU32::new(0);
