@@ -188,7 +188,7 @@ impl Ingest {
         // Exact copies of stored readings (a redelivery, a replay) change nothing: set
         // aside here, in one query, so that a replay of old history costs no window
         // loads and no per-month segments.
-        totals.duplicates += store::drop_stored_duplicates(tx, &mut by_device).await?;
+        totals.duplicates += store::drop_stored_duplicates(tx, &mut by_device, &devices).await?;
         by_device.retain(|(_, arrived)| !arrived.is_empty());
         if by_device.is_empty() {
             return Ok(Vec::new());

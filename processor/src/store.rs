@@ -71,15 +71,25 @@ fn device_row(row: &tokio_postgres::Row) -> DeviceRow {
 }
 
 /// Removes from each device's arrivals the exact copies of stored readings (same time,
-/// same counter) and adds them to the devices' duplicate counts; returns how many.
+/// same counter) and adds them to the devices' duplicate counts; returns how many. Only
+/// readings no newer than a device's newest stored one can be copies: an in-order
+/// batch costs no query.
 pub async fn drop_stored_duplicates(
     tx: &Transaction<'_>,
     by_device: &mut [(String, Vec<Arrived>)],
+    devices: &HashMap<String, DeviceRow>,
 ) -> Result<u64, tokio_postgres::Error> {
+    let newest = |id: &str| devices.get(id).and_then(|row| row.newest_reading_at);
     let (ids, times): (Vec<&str>, Vec<Timestamp>) = by_device
         .iter()
-        .flat_map(|(id, arrived)| arrived.iter().map(move |a| (id.as_str(), a.counter.at)))
+        .filter_map(|(id, arrived)| newest(id).map(|newest| (id, arrived, newest)))
+        .flat_map(|(id, arrived, newest)| {
+            arrived.iter().filter(move |a| a.counter.at <= newest).map(move |a| (id.as_str(), a.counter.at))
+        })
         .unzip();
+    if ids.is_empty() {
+        return Ok(0);
+    }
     let statement = tx
         .prepare_cached(
             "SELECT r.device_id, r.ts, r.counter_milli_wh
@@ -87,23 +97,22 @@ pub async fn drop_stored_duplicates(
                   ON r.device_id = u.device_id AND r.ts = u.ts",
         )
         .await?;
-    let stored: std::collections::HashSet<(String, Timestamp, i64)> = tx
-        .query(&statement, &[&ids, &times])
-        .await?
-        .iter()
-        .map(|row| (row.get(0), row.get(1), row.get(2)))
-        .collect();
-    if stored.is_empty() {
-        return Ok(0);
+    let mut stored: HashMap<String, std::collections::HashSet<(Timestamp, i64)>> = HashMap::new();
+    for row in tx.query(&statement, &[&ids, &times]).await? {
+        stored.entry(row.get(0)).or_default().insert((row.get(1), row.get(2)));
     }
     let mut counted: (Vec<String>, Vec<i64>) = Default::default();
     for (id, arrived) in by_device.iter_mut() {
+        let Some(stored) = stored.get(id.as_str()) else { continue };
         let before = arrived.len();
-        arrived.retain(|a| !stored.contains(&(id.clone(), a.counter.at, a.counter.counter_milli_wh)));
+        arrived.retain(|a| !stored.contains(&(a.counter.at, a.counter.counter_milli_wh)));
         if arrived.len() < before {
             counted.0.push(id.clone());
             counted.1.push((before - arrived.len()) as i64);
         }
+    }
+    if counted.0.is_empty() {
+        return Ok(0);
     }
     let statement = tx
         .prepare_cached(
